@@ -1,0 +1,69 @@
+"""Defaults shared by every config in `configs/`; each config file overrides a few fields.
+
+Field groups: `data` (the source and its options), `input` (batching and augmentation),
+`model`, `optim`, `loss`, the schedule (`num_steps`, `eval_every`, ...), and `method`.
+"""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.method = "supervised"  # module in jaxcd/methods/ whose train_and_evaluate() runs the job
+  c.seed = 0  # seeds parameters, shuffling and augmentation
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "synthetic"  # a registered source: jaxcd.data.list_sources()
+  c.data.data_dir = ""  # dataset root for on-disk sources; unused by 'synthetic'
+  c.data.num_bands = 3  # bands per image; checked against the files
+  # Per-band normalisation in 0-255 space applied on device: x = (x - mean) / std.
+  c.data.mean = (127.5, 127.5, 127.5)
+  c.data.std = (127.5, 127.5, 127.5)
+
+  c.input = ml_collections.ConfigDict()
+  c.input.batch_size = 16  # global batch (summed over processes and devices)
+  c.input.eval_batch_size = 32
+  c.input.augment = "flip_rot"  # "none" | "flip_rot" | "flip_rot_crop" (joint A/B/label)
+  c.input.crop_size = 0  # random crop size for "flip_rot_crop" (0 = keep the size)
+  c.input.worker_count = 0  # grain worker processes (0 = in-process)
+  c.input.prefetch = 2  # host-side batches read ahead
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "fc_siam_diff"  # a registered model: jaxcd.models.list_models()
+  c.model.num_classes = 2
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = "adam"  # "adam" | "adamw" | "sgd"
+  c.optim.lr = 1e-3
+  c.optim.schedule = "constant"  # "constant" | "poly" | "linear" | "cosine"
+  c.optim.poly_power = 0.9
+  c.optim.warmup_steps = 0
+  c.optim.weight_decay = 0.0  # L2 added to the gradient (Adam/SGD) or decoupled (AdamW)
+  c.optim.momentum = 0.9  # SGD only
+  c.optim.grad_clip = 0.0  # global-norm clipping (0 = off)
+
+  c.loss = ml_collections.ConfigDict()
+  c.loss.class_weights = ()  # per-class CE weights; () = unweighted
+  c.loss.ignore_label = 255
+
+  c.dtype = "float32"  # compute dtype: "float32" | "bfloat16" (params stay float32)
+  c.num_steps = 1000
+  c.log_every = 50  # training-loss rows in metrics.jsonl
+  c.eval_every = 250  # validation every N steps; the best val F1 is kept
+  c.checkpoint_every = 250
+  c.keep_checkpoints = 2  # latest checkpoints kept besides the best one
+  c.eval_splits = ("test",)  # splits evaluated with the best checkpoint at the end
+  c.distributed = False  # call jax.distributed.initialize() (set by launch/ scripts)
+  c.progress = True  # tqdm progress bar on process 0
+  return c
+
+
+def sibling(config_file: str, name: str, *args):
+  """`get_config(*args)` of configs/<name>.py next to `config_file`: variants start from a base
+  config file and override a few fields (config files are not a package)."""
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"jaxcd_config_{name}", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(*args)

@@ -1,0 +1,41 @@
+"""Model registry.
+
+Every network is a Flax Linen module called as
+`model.apply(variables, a_BxHxWxC, b_BxHxWxC, train=bool)` on float inputs (already normalised),
+returning a dict with at least 'logits' (BxHxWxK) and any deep-supervision outputs.
+"""
+from typing import Any, Callable
+
+import flax.linen as nn
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+  """Decorator registering a module class (or factory) under `name`."""
+  def deco(fn):
+    if name in _REGISTRY:
+      raise ValueError(f"model {name!r} registered twice")
+    _REGISTRY[name] = fn
+    return fn
+  return deco
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+  _import_all()
+  if name not in _REGISTRY:
+    from jaxcd.errors import ConfigError
+    raise ConfigError(f"config.model.name: unknown model {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+  return _REGISTRY[name](**kwargs)
+
+
+def list_models() -> list[str]:
+  _import_all()
+  return sorted(_REGISTRY)
+
+
+def _import_all():
+  # Imported lazily so `import jaxcd.models` stays cheap and free of cycles.
+  # Each network module registers itself on import; add new modules here.
+  from jaxcd.models import fc_siam  # noqa: F401
+  from jaxcd.models import dsfernet  # noqa: F401
