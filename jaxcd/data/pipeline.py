@@ -1,0 +1,204 @@
+"""Input pipeline on grain: global shuffle, joint augmentation, per-process batches.
+
+The training stream is defined globally, the same on every process:
+  position g -> epoch e = g // S, slot g % S of a permutation of the source seeded by (seed, e),
+where S = (len(source) // global_batch) * global_batch drops each epoch's remainder. The
+augmentation of position g is seeded by (seed, g). Global batch t is positions
+[t*G, (t+1)*G); process p reads only its block [t*G + p*L, t*G + (p+1)*L), L = G // P. So the
+concatenation of the process batches in process order is the same whatever the process count,
+and each process reads and augments only its own examples.
+
+Batches are grain elements (batching happens in the MapDataset), so grain's thread pool and
+worker processes each build whole batches and a batch does not depend on `worker_count`.
+Iterator state (`it.get_state()`) is a small JSON-able dict; `state_to_json`/`state_from_json`
+serialise it for checkpoints.
+"""
+import json
+import time
+from typing import Any, Callable, Sequence
+
+from absl import flags
+import grain
+import numpy as np
+
+from jaxcd.data.augment import Augment, make_augment
+from jaxcd.errors import ConfigError, DataError
+
+Batch = dict[str, np.ndarray]
+_TRAIN_KEYS = ("image_a", "image_b", "label")
+
+
+def _derive_seed(seed: int, stream: int) -> int:
+  """Independent 32-bit seeds for the shuffle and the augmentation from one config seed."""
+  return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+
+
+def _local_batch_size(global_batch_size: int, process_count: int, field: str) -> int:
+  if global_batch_size <= 0:
+    raise ConfigError(f"{field}: must be positive, got {global_batch_size}")
+  if not 0 < process_count or global_batch_size % process_count:
+    raise ConfigError(f"{field}: global batch {global_batch_size} is not divisible by the "
+                      f"process count {process_count}")
+  return global_batch_size // process_count
+
+
+def _check_process(process_index: int, process_count: int):
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+
+
+def _source_name(source: Any) -> str:
+  # Sources usually know their directory; fall back to the class name.
+  for attr in ("root", "data_dir", "path"):
+    if getattr(source, attr, None):
+      return f"{type(source).__name__}({getattr(source, attr)})"
+  return type(source).__name__
+
+
+class _AugmentTrain:
+  """grain RandomMap: augments one record and keeps the arrays that batches carry."""
+
+  def __init__(self, augment: Augment):
+    self.augment = augment
+
+  def __call__(self, record: dict[str, Any], rng: np.random.Generator) -> Batch:
+    out = self.augment(record, rng)
+    return {k: out[k] for k in _TRAIN_KEYS}
+
+
+class _EvalElement:
+  """grain Map: padded position -> record with `index` (-1 for padding) and `valid`."""
+
+  def __init__(self, source: Sequence[dict[str, Any]]):
+    self.source = source
+
+  def __call__(self, position: int) -> Batch:
+    n = len(self.source)
+    valid = position < n
+    # Padding repeats a real pair so shapes match its batch; its label is all ignore.
+    record = self.source[position % n]
+    label = record["label"] if valid else np.full_like(record["label"], 255)
+    return {"image_a": record["image_a"], "image_b": record["image_b"], "label": label,
+            "index": np.int32(position if valid else -1), "valid": np.bool_(valid)}
+
+
+def train_map_dataset(source: Sequence[dict[str, Any]], *, global_batch_size: int, seed: int,
+                      augment: str | Augment = "flip_rot", crop_size: int = 0,
+                      process_index: int = 0, process_count: int = 1,
+                      num_epochs: int | None = None) -> grain.MapDataset:
+  """The random-access dataset of this process's training batches (see the module docstring)."""
+  local = _local_batch_size(global_batch_size, process_count, "input.batch_size")
+  _check_process(process_index, process_count)
+  n = len(source)
+  if n == 0:
+    raise DataError(f"{_source_name(source)}: the training split has no pairs")
+  per_epoch = n // global_batch_size * global_batch_size
+  if per_epoch == 0:
+    raise ConfigError(f"input.batch_size: global batch {global_batch_size} is larger than the "
+                      f"{n} training pairs of {_source_name(source)}")
+  if num_epochs is not None and num_epochs <= 0:
+    raise ConfigError(f"num_epochs: must be positive or None, got {num_epochs}")
+  aug = make_augment(augment, crop_size) if isinstance(augment, str) else augment
+
+  ds = grain.MapDataset.source(source)
+  # Index e*n + i of a ShuffleMapDataset is slot i of epoch e's permutation; slicing to
+  # `per_epoch` turns global position e*per_epoch + j into e*n + j: each epoch is reshuffled
+  # and drops its own remainder.
+  ds = ds.shuffle(seed=_derive_seed(seed, 0))[:per_epoch]
+  ds = ds.repeat(num_epochs)
+  # random_map seeds each element's generator with (seed, index); here index = global position.
+  ds = ds.random_map(_AugmentTrain(aug), seed=_derive_seed(seed, 1))
+  ds = ds.batch(local, drop_remainder=True)
+  # Local batch b covers global positions [b*L, (b+1)*L): process p takes b = t*P + p.
+  return ds[process_index::process_count]
+
+
+def train_dataset(source: Sequence[dict[str, Any]], *, global_batch_size: int, seed: int,
+                  augment: str | Augment = "flip_rot", crop_size: int = 0,
+                  process_index: int = 0, process_count: int = 1, num_threads: int = 2,
+                  worker_count: int = 0, num_epochs: int | None = None,
+                  prefetch: int = 2) -> grain.IterDataset:
+  """Host-local training batches {'image_a', 'image_b': uint8 LxHxWxC, 'label': uint8 LxHxW}.
+
+  L = global_batch_size // process_count. Infinite when num_epochs is None. `augment` is a name
+  for `make_augment` or a callable `(record, rng) -> record`. `prefetch` batches are read ahead
+  (at least `num_threads`, so every thread has work).
+  """
+  ds = train_map_dataset(source, global_batch_size=global_batch_size, seed=seed, augment=augment,
+                         crop_size=crop_size, process_index=process_index,
+                         process_count=process_count, num_epochs=num_epochs)
+  return _to_iter(ds, num_threads, worker_count, prefetch)
+
+
+def _to_iter(ds: grain.MapDataset, num_threads: int, worker_count: int,
+             prefetch: int) -> grain.IterDataset:
+  if num_threads < 0 or worker_count < 0:
+    raise ConfigError(f"input.worker_count: threads ({num_threads}) and workers "
+                      f"({worker_count}) must be >= 0")
+  # grain's default buffer is 500 elements; ours are whole batches, so keep it small.
+  read = grain.ReadOptions(num_threads=num_threads,
+                           prefetch_buffer_size=max(prefetch, num_threads, 1))
+  it_ds = ds.to_iter_dataset(read)
+  if worker_count > 0:
+    # grain's worker processes read absl flags; outside an absl `app.run` (tests, notebooks,
+    # plain scripts) they are unparsed and grain raises, so fall back to the flag defaults.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return it_ds
+
+
+def eval_dataset(source: Sequence[dict[str, Any]], *, global_batch_size: int,
+                 process_index: int = 0, process_count: int = 1,
+                 num_threads: int = 2) -> grain.IterDataset:
+  """Finite host-local eval batches: source order, no augmentation, padded to a full batch.
+
+  Each batch also has `index` (int32 L, source index or -1) and `valid` (bool L). Over all
+  processes every source index appears exactly once with valid=True; padded examples carry
+  label 255 everywhere. Every process gets `eval_num_batches(...)` batches.
+  """
+  local = _local_batch_size(global_batch_size, process_count, "input.eval_batch_size")
+  _check_process(process_index, process_count)
+  n = len(source)
+  if n == 0:
+    raise DataError(f"{_source_name(source)}: the evaluation split has no pairs")
+  padded = eval_num_batches(n, global_batch_size) * global_batch_size
+  ds = grain.MapDataset.range(padded).map(_EvalElement(source))
+  ds = ds.batch(local, drop_remainder=True)[process_index::process_count]
+  return _to_iter(ds, num_threads, 0, 2)
+
+
+def eval_num_batches(num_examples: int, global_batch_size: int) -> int:
+  """Batches per process of `eval_dataset` (for progress bars)."""
+  return -(-num_examples // global_batch_size)
+
+
+def state_to_json(state: dict[str, Any]) -> str:
+  """Serialises a grain iterator state (a dict of ints, strings and lists) for a checkpoint."""
+  return json.dumps(state, sort_keys=True)
+
+
+def state_from_json(text: str) -> dict[str, Any]:
+  """Inverse of `state_to_json`; integer dict keys (grain's `future_states`) become ints again."""
+  return json.loads(text, object_pairs_hook=lambda pairs: {
+      int(k) if k.isdigit() else k: v for k, v in pairs})
+
+
+def benchmark_pipeline(source: Sequence[dict[str, Any]], *, batch_size: int, num_batches: int,
+                       augment: str | Augment = "flip_rot", num_threads: int = 2,
+                       worker_count: int = 0, crop_size: int = 0) -> dict[str, float]:
+  """Host-side throughput of `train_dataset` in pairs/s, after one warm-up batch."""
+  ds = train_dataset(source, global_batch_size=batch_size, seed=0, augment=augment,
+                     crop_size=crop_size, num_threads=num_threads, worker_count=worker_count)
+  it = iter(ds)
+  try:
+    next(it)  # starts threads / worker processes
+    start = time.perf_counter()
+    for _ in range(num_batches):
+      next(it)
+    seconds = time.perf_counter() - start
+  finally:
+    if hasattr(it, "close"):
+      it.close()
+  return {"pairs_per_s": batch_size * num_batches / seconds, "batches": num_batches,
+          "seconds": seconds}
