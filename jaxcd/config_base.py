@@ -22,7 +22,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.input = ml_collections.ConfigDict()
   c.input.batch_size = 16  # global batch (summed over processes and devices)
   c.input.eval_batch_size = 32
-  c.input.augment = "flip_rot"  # "none" | "flip_rot" | "flip_rot_crop" (joint A/B/label)
+  # Joint A/B/label augmentation: "none" | "flip_rot" | "flip_rot_crop" | "flip_rot_scale_crop";
+  # "strong" adds RCL's photometric perturbations and cutout (jaxcd/data/augment.py).
+  c.input.augment = "flip_rot"
   c.input.crop_size = 0  # random crop size for "flip_rot_crop" (0 = keep the size)
   c.input.worker_count = 0  # grain worker processes (0 = in-process)
   c.input.prefetch = 2  # host-side batches read ahead

@@ -1,0 +1,67 @@
+"""Small building blocks shared by the networks (NHWC)."""
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+def batch_norm(train: bool, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.BatchNorm:
+  # PyTorch defaults (momentum 0.1 there == 0.9 here, eps 1e-5), so imported weights behave alike.
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                      name=name)
+
+
+class ConvBNReLU(nn.Module):
+  """3x3 (by default) conv -> BatchNorm -> ReLU [-> channel dropout]."""
+  features: int
+  kernel: int = 3
+  strides: int = 1
+  dilation: int = 1
+  use_bias: bool = True
+  dropout: float = 0.0
+  relu: bool = True
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC: jax.Array, train: bool) -> jax.Array:
+    pad = self.dilation * (self.kernel - 1) // 2
+    x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.strides,
+                padding=((pad, pad), (pad, pad)), kernel_dilation=self.dilation,
+                use_bias=self.use_bias, dtype=self.dtype, name="conv")(x_BxHxWxC)
+    x = batch_norm(train, self.dtype, name="bn")(x)
+    if self.relu:
+      x = nn.relu(x)
+    if self.dropout > 0:
+      # Dropout2d: whole channels are dropped, as in the reference implementations.
+      x = nn.Dropout(self.dropout, broadcast_dims=(1, 2), deterministic=not train)(x)
+    return x
+
+
+class UpConv(nn.Module):
+  """Transposed 3x3 conv, stride 2 (PyTorch padding=1, output_padding=1: exactly 2x the size)."""
+  features: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
+    return nn.ConvTranspose(self.features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
+                            dtype=self.dtype, name="convt")(x_BxHxWxC)
+
+
+def pad_to(x_BxHxWxC: jax.Array, hw: Sequence[int]) -> jax.Array:
+  """Edge-pads (bottom/right) an upsampled map to a skip connection's size, for odd inputs."""
+  dh, dw = hw[0] - x_BxHxWxC.shape[1], hw[1] - x_BxHxWxC.shape[2]
+  if dh == 0 and dw == 0:
+    return x_BxHxWxC
+  return jnp.pad(x_BxHxWxC, ((0, 0), (0, dh), (0, dw), (0, 0)), mode="edge")
+
+
+def max_pool2(x_BxHxWxC: jax.Array) -> jax.Array:
+  return nn.max_pool(x_BxHxWxC, (2, 2), strides=(2, 2))
+
+
+def count_params(params: Any) -> int:
+  return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

@@ -1,0 +1,82 @@
+"""Run logs: WORKDIR/metrics.jsonl (one JSON object per line) and TensorBoard event files
+(tensorboardX, so no TensorFlow is needed). Only the writing process (process 0) writes."""
+import json
+import math
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+
+def _jsonable(v: Any) -> Any:
+  if isinstance(v, dict):
+    return {k: _jsonable(x) for k, x in v.items()}
+  if isinstance(v, (list, tuple)):
+    return [_jsonable(x) for x in v]
+  if isinstance(v, np.ndarray):
+    return _jsonable(v.tolist())
+  if isinstance(v, np.generic):
+    return v.item()
+  if hasattr(v, "__array__") and getattr(v, "shape", None) == ():
+    return np.asarray(v).item()
+  return v
+
+
+class MetricWriter:
+  def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._tb = None
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      self._f = open(self.path, "a", buffering=1)
+      if tensorboard:
+        from tensorboardX import SummaryWriter
+        self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+  def write(self, row: dict[str, Any]) -> None:
+    """Appends `row` (+ wall time); its numeric scalars also go to TensorBoard as split/key."""
+    if not self.enabled:
+      return
+    row = _jsonable(dict(row))
+    row.setdefault("time", round(time.time(), 3))
+    self._f.write(json.dumps(row) + "\n")
+    if self._tb is not None and "step" in row:
+      prefix = row.get("split", "train")
+      for k, v in row.items():
+        if k in ("step", "time", "pixels") or isinstance(v, bool):
+          continue
+        if isinstance(v, (int, float)) and math.isfinite(v):
+          self._tb.add_scalar(f"{prefix}/{k}", v, row["step"])
+
+  def truncate_after(self, step: int) -> None:
+    """Drops rows logged after `step` (a resumed run re-does those steps)."""
+    if not self.enabled:
+      return
+    self._f.close()
+    rows = [r for r in read_metrics(os.path.dirname(self.path)) if r.get("step", 0) <= step]
+    with open(self.path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in rows)
+    self._f = open(self.path, "a", buffering=1)
+
+  def flush(self) -> None:
+    if self.enabled:
+      self._f.flush()
+      if self._tb is not None:
+        self._tb.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._f.close()
+      if self._tb is not None:
+        self._tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict[str, Any]]:
+  """All rows of WORKDIR/metrics.jsonl (empty if absent)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]

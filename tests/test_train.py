@@ -1,0 +1,126 @@
+"""End-to-end training: logs, checkpoints, evaluation CLI, resume after SIGKILL, NaN stop."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, last_json, run_module, tiny_config, tiny_overrides
+from jaxcd import checkpointing, writers
+from jaxcd.errors import TrainingError
+from jaxcd.methods import supervised
+
+EVAL_KEYS = {"step", "split", "f1", "iou", "precision", "recall", "oa", "kappa"}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run"))
+  final = supervised.train_and_evaluate(tiny_config(), workdir)
+  return workdir, final
+
+
+def test_run_writes_metrics_checkpoints_and_tensorboard(trained):
+  workdir, final = trained
+  rows = writers.read_metrics(workdir)
+  train_rows = [r for r in rows if r["split"] == "train"]
+  assert [r["step"] for r in train_rows] == [1, 2, 3, 4, 5, 6]
+  assert all(np.isfinite(r["loss"]) and r["pairs_per_s"] > 0 for r in train_rows)
+  val = [r for r in rows if r["split"] == "val"]
+  assert [r["step"] for r in val] == [3, 6]
+  for r in val + [r for r in rows if r["split"] == "test"]:
+    assert EVAL_KEYS <= set(r), set(r)
+    cm = np.array(r["confusion_matrix"])
+    assert cm.sum() == 8 * 64 * 64 - 0  # every pixel of the 8 pairs counted once (no ignore)
+  test = [r for r in rows if r["split"] == "test"]
+  assert len(test) == 1 and test[0]["checkpoint"] == "best"
+  best_step = max(val, key=lambda r: r["f1"])["step"]
+  assert test[0]["step"] == best_step  # the final evaluation used the best val checkpoint
+  assert final["test"]["f1"] == pytest.approx(test[0]["f1"])
+  assert os.listdir(os.path.join(workdir, "best")) == [str(best_step)]
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tb")))
+
+
+def test_evaluate_cli_matches_final_row(trained):
+  workdir, final = trained
+  proc = run_module("jaxcd.evaluate", "--config", "configs/fc_siam_diff.py", "--workdir", workdir,
+                    "--split", "test", *tiny_overrides())
+  res = last_json(proc.stdout)
+  assert res["split"] == "test" and res["checkpoint"] == "best" and res["pairs"] == 8
+  for k in ("f1", "iou", "kappa", "oa"):
+    assert res[k] == pytest.approx(final["test"][k], abs=1e-6)
+
+
+def _train_cmd(workdir, **extra):
+  return [sys.executable, "-m", "jaxcd.train", "--config", "configs/fc_siam_diff.py",
+          "--workdir", workdir, *tiny_overrides(**extra)]
+
+
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+  extra = dict(num_steps=16, eval_every=8, checkpoint_every=4)
+  ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+  subprocess.run(_train_cmd(ref, **extra), cwd=REPO, check=True, capture_output=True)
+
+  proc = subprocess.Popen(_train_cmd(killed, **extra), cwd=REPO, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ckpt4 = os.path.join(killed, "checkpoints", "4")
+  deadline = time.time() + 300
+  while not os.path.isdir(ckpt4) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+  _, step_at_kill = checkpointing.load_numpy(killed)
+  assert step_at_kill < 16, "nothing left to resume"
+
+  subprocess.run(_train_cmd(killed, **extra), cwd=REPO, check=True, capture_output=True)
+  a, step_a = checkpointing.load_numpy(ref)
+  b, step_b = checkpointing.load_numpy(killed)
+  assert step_a == step_b == 16
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(x, y)  # bit-identical: data order, rng and state all resumed
+  steps = [r["step"] for r in writers.read_metrics(killed) if r["split"] == "train"]
+  assert steps == list(range(1, 17))  # rows of the re-done steps are not duplicated
+
+
+def test_non_finite_loss_stops_and_keeps_checkpoints(tmp_path):
+  workdir = str(tmp_path)
+  supervised.train_and_evaluate(tiny_config(num_steps=4, eval_every=4, checkpoint_every=4), workdir)
+  before, _ = checkpointing.load_numpy(workdir)
+  # Resume with an absurd learning rate: the first resumed update overflows.
+  cfg = tiny_config(num_steps=8, eval_every=4, checkpoint_every=1, **{"optim.lr": 1e30})
+  with pytest.raises(TrainingError, match=r"non-finite .* at step [56].*stay valid") as e:
+    supervised.train_and_evaluate(cfg, workdir)
+  assert "\n" not in str(e.value) and workdir in str(e.value)
+  after, step = checkpointing.load_numpy(workdir)
+  assert step <= 5
+  for leaf in jax.tree_util.tree_leaves(after["params"]):
+    assert np.all(np.isfinite(leaf))
+  if step == 4:
+    for x, y in zip(jax.tree_util.tree_leaves(before), jax.tree_util.tree_leaves(after)):
+      np.testing.assert_array_equal(x, y)
+
+
+def test_cli_bad_config_is_one_line_error(tmp_path):
+  proc = run_module("jaxcd.train", "--config", "configs/fc_siam_diff.py", "--workdir",
+                    str(tmp_path), "--config.model.name=no_such_net", *tiny_overrides(),
+                    check=False)
+  assert proc.returncode == 2
+  err = [l for l in proc.stderr.strip().splitlines() if l.startswith("error:")]
+  assert len(err) == 1 and "config.model.name" in err[0] and "no_such_net" in err[0]
+
+
+def test_cli_missing_data_dir_is_one_line_error(tmp_path):
+  missing = str(tmp_path / "nowhere")
+  proc = run_module("jaxcd.train", "--config", "configs/fc_siam_diff.py", "--workdir",
+                    str(tmp_path / "w"), "--config.data.name=levir_cd",
+                    f"--config.data.data_dir={missing}", check=False)
+  assert proc.returncode == 2
+  err = [l for l in proc.stderr.strip().splitlines() if l.startswith("error:")]
+  assert len(err) == 1 and missing in err[0]
