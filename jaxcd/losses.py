@@ -1,0 +1,59 @@
+"""Losses. Logits are BxHxWxK, labels BxHxW integer with `ignore_label` pixels masked out."""
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def cross_entropy(logits_BxHxWxK: jax.Array, labels_BxHxW: jax.Array, *,
+                  class_weights: Sequence[float] = (), ignore_label: int = 255) -> jax.Array:
+  """Pixel-wise (class-weighted) softmax cross-entropy, averaged like PyTorch's CrossEntropyLoss.
+
+  With weights w, the mean is sum(w_y * ce) / sum(w_y) over non-ignored pixels (torch semantics),
+  so published class weights (e.g. Dsfer-Net's [1.048, 21.79]) mean the same thing here.
+  """
+  k = logits_BxHxWxK.shape[-1]
+  labels = labels_BxHxW.astype(jnp.int32)
+  valid = labels != ignore_label
+  safe = jnp.where(valid, labels, 0)
+  logp = jax.nn.log_softmax(logits_BxHxWxK.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
+  w = jnp.asarray(class_weights, jnp.float32)[safe] if len(class_weights) else jnp.ones_like(nll)
+  if len(class_weights) and len(class_weights) != k:
+    raise ValueError(f"loss.class_weights has {len(class_weights)} entries for {k} classes")
+  w = w * valid
+  return jnp.sum(w * nll) / jnp.maximum(jnp.sum(w), 1e-12)
+
+
+def dice_loss(logits_BxHxWxK: jax.Array, onehot_BxHxWxK: jax.Array, smooth: float = 1.0) -> jax.Array:
+  """Dice of the official Dsfer-Net `utils/DiceLoss.py`: softmax over classes, then per sample and
+  class 1 - (sum p t + smooth) / (sum p^2 + t^2 + smooth), averaged over batch and classes."""
+  p = jax.nn.softmax(logits_BxHxWxK.astype(jnp.float32), axis=-1)
+  t = onehot_BxHxWxK.astype(jnp.float32)
+  num_BxK = jnp.sum(p * t, axis=(1, 2)) + smooth
+  den_BxK = jnp.sum(p * p + t * t, axis=(1, 2)) + smooth
+  return jnp.mean(1.0 - num_BxK / den_BxK)
+
+
+def max_pool_labels(labels_BxHxW: jax.Array, k: int, ignore_label: int = 255) -> jax.Array:
+  """k x k max-pool of a {0,1} label (stride k, remainder cropped like torch's MaxPool2d).
+
+  Ignored pixels count as 0 (no change) before pooling: a cell is "changed" only if a labelled
+  pixel in it is, and the official code, whose labels have no ignore value, is unchanged.
+  """
+  y = jnp.where(labels_BxHxW == ignore_label, 0, labels_BxHxW).astype(jnp.int32)
+  b, h, w = y.shape
+  y = y[:, :h // k * k, :w // k * k].reshape(b, h // k, k, w // k, k)
+  return jnp.max(y, axis=(2, 4))
+
+
+def dsfernet_loss(outputs: dict[str, jax.Array], labels_BxHxW: jax.Array,
+                  class_weights: Sequence[float], lam: float, *, ignore_label: int = 255) -> jax.Array:
+  """Dsfer-Net's training loss (official Train.py): class-weighted CE on 'logits' (ignore label
+  masked) + lam * 0.5 * (Dice(aux4, onehot(maxpool8(y))) + Dice(aux5, onehot(maxpool16(y))))."""
+  logits = outputs["logits"]
+  k = logits.shape[-1]
+  ce = cross_entropy(logits, labels_BxHxW, class_weights=class_weights, ignore_label=ignore_label)
+  y4 = jax.nn.one_hot(max_pool_labels(labels_BxHxW, 8, ignore_label), k)
+  y5 = jax.nn.one_hot(max_pool_labels(labels_BxHxW, 16, ignore_label), k)
+  return ce + lam * 0.5 * (dice_loss(outputs["aux4"], y4) + dice_loss(outputs["aux5"], y5))

@@ -1,0 +1,50 @@
+"""VGG16 feature encoder (torchvision's `vgg16().features[:30]`: 13 3x3 convs + ReLU, no BatchNorm).
+
+Returns the five taps relu1_2, relu2_2, relu3_3, relu4_3 and relu5_3 (64@H, 128@H/2, 256@H/4,
+512@H/8, 512@H/16); the final max-pool (torchvision index 30) is not part of it. Convs are named
+`conv{stage}_{i}`; `TORCHVISION_CONV_INDICES` maps them to torchvision's `features.{k}` names.
+Parameters: 14,714,688.
+"""
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+VGG16_WIDTHS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+CONV_NAMES = tuple(f"conv{s}_{i}" for s, widths in enumerate(VGG16_WIDTHS, start=1)
+                   for i in range(1, len(widths) + 1))
+# Index of each conv in torchvision's vgg16().features (ReLUs and max-pools sit in between).
+TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+
+# PyTorch's default Conv2d init (kaiming_uniform with a=sqrt(5)): U(+-1/sqrt(fan_in)).
+torch_default_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
+
+
+def torch_default_bias_init(fan_in: int):
+  bound = 1.0 / fan_in ** 0.5
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class VGG16Features(nn.Module):
+  """Siamese-friendly VGG16 trunk; call it on A and B stacked on the batch axis to share weights."""
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC: jax.Array) -> tuple[jax.Array, ...]:
+    x = x_BxHxWxC.astype(self.dtype)
+    taps = []
+    c_in = x.shape[-1]
+    for stage, widths in enumerate(VGG16_WIDTHS, start=1):
+      if stage > 1:
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      for i, width in enumerate(widths, start=1):
+        x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                    kernel_init=torch_default_kernel_init,
+                    bias_init=torch_default_bias_init(9 * c_in), name=f"conv{stage}_{i}")(x)
+        x = nn.relu(x)
+        c_in = width
+      taps.append(x)
+    return tuple(taps)
