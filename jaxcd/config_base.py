@@ -33,6 +33,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.name = "fc_siam_diff"  # a registered model: jaxcd.models.list_models()
   c.model.num_classes = 2
 
+  c.init = ml_collections.ConfigDict()
+  # Local file with ImageNet weights for the model's backbone (torchvision names; .pth needs the
+  # `torch` extra, .safetensors/.npz do not). Empty = random initialisation. No download, ever.
+  c.init.backbone = ""
+
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "adam"  # "adam" | "adamw" | "sgd"
   c.optim.lr = 1e-3

@@ -8,10 +8,6 @@ from jaxcd import cli, parallel
 from jaxcd.data import source_from_config
 from jaxcd.methods import common
 
-cli.define_config_flags(workdir_required=True)
-flags.DEFINE_string("split", "test", "Split to evaluate: train, val or test.")
-flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to load.")
-
 
 def evaluate_workdir(config, workdir: str, split: str, checkpoint: str = "best") -> dict:
   mesh = parallel.make_mesh()
@@ -36,4 +32,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags are defined here, not at import, so library users can import evaluate_workdir.
+  cli.define_config_flags(workdir_required=True)
+  flags.DEFINE_string("split", "test", "Split to evaluate: train, val or test.")
+  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to load.")
   app.run(main)

@@ -8,9 +8,6 @@ from absl import app
 from jaxcd import cli, parallel
 from jaxcd.methods import get_method
 
-cli.define_config_flags()
-
-
 def main(argv):
   del argv
   config = cli.flags.FLAGS.config
@@ -31,4 +28,5 @@ def _summary(m: dict) -> dict:
 
 
 if __name__ == "__main__":
+  cli.define_config_flags()  # here, not at import: importing jaxcd.train defines no flags
   app.run(main)

@@ -127,6 +127,16 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, sample_shap
   return jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
 
 
+def init_pretrained(state: TrainState, config) -> TrainState:
+  """Loads `config.init.backbone` (a local weights file) into the model's backbone, if set."""
+  if not config.init.get("backbone"):
+    return state
+  from jaxcd import convert
+  params = convert.init_backbone(config, jax.device_get(state.params))
+  sharding = jax.tree_util.tree_leaves(state.params)[0].sharding
+  return state.replace(params=jax.device_put(params, sharding))
+
+
 def restore_trained(config, workdir: str, sample_shape_, mesh, prefer: str = "best"):
   """(model, state, meta, step, which) of a trained run, for evaluation and prediction."""
   from jaxcd import checkpointing

@@ -24,6 +24,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tx, sched = common.make_optimizer(config.optim, config.num_steps)
   normalize = common.make_normalizer(config)
   state = common.create_state(model, tx, common.sample_shape(train_src, config), config.seed, mesh)
+  state = common.init_pretrained(state, config)
   state_sh = jax.tree_util.tree_map(lambda x: x.sharding, state)
 
   ds = pipeline.train_dataset(
