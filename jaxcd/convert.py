@@ -1,4 +1,10 @@
-"""Weight import from PyTorch checkpoints: the official Dsfer-Net and torchvision's VGG16.
+"""Weight import from PyTorch checkpoints: the official Dsfer-Net, torchvision's VGG16 and ResNet.
+
+  python -m jaxcd.convert dsfernet --torch CKPT --workdir W [--config configs/dsfernet_levir.py]
+
+writes the converted official model as the `best` checkpoint of W, which `jaxcd.evaluate` and
+`jaxcd.predict` load with the same --config. `init_backbone_variables` loads ImageNet weights
+(`config.init.backbone`) into a model's encoder before training.
 
 State dicts are plain `{name: np.ndarray}` maps (see `load_state_dict`), so only reading `.pth`
 needs torch. Conversion is strict: an unknown, missing or mis-shaped entry raises `DataError`
@@ -12,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcd.errors import DataError, one_line
+from jaxcd.errors import ConfigError, DataError, one_line
 from jaxcd.models.vgg import CONV_NAMES, TORCHVISION_CONV_INDICES, VGG16_WIDTHS
 
 Variables = dict[str, Any]
@@ -177,3 +183,214 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     except Exception as e:
       raise DataError(f"{path}: not a readable .npz file: {one_line(e)[:300]}") from None
   raise DataError(f"{path}: unknown checkpoint format {suffix!r}; use .pth, .safetensors or .npz")
+
+
+# ---------------------------------------------------------------------------------------------
+# torchvision ResNet -> jaxcd.models.resnet.ResNet
+
+
+def _resnet_rules(expected_params: Mapping[str, Any], prefix: str = "") -> dict[str, _Rule]:
+  """Rules for every module present in a `ResNet` params tree (torchvision names)."""
+  def bn(torch_name: str, path: tuple[str, ...]) -> dict[str, _Rule]:
+    return {f"{prefix}{torch_name}.weight": ("params", path + ("scale",), _same),
+            f"{prefix}{torch_name}.bias": ("params", path + ("bias",), _same),
+            f"{prefix}{torch_name}.running_mean": ("batch_stats", path + ("mean",), _same),
+            f"{prefix}{torch_name}.running_var": ("batch_stats", path + ("var",), _same)}
+
+  rules: dict[str, _Rule] = {}
+  for name, sub in expected_params.items():
+    if name.startswith("conv"):  # stem conv1 (conv2, conv3 with a deep stem)
+      rules[f"{prefix}{name}.weight"] = ("params", (name, "kernel"), _conv)
+    elif name.startswith("bn"):
+      rules.update(bn(name, (name,)))
+    elif name.startswith("layer"):
+      torch_block = name.replace("_", ".")  # layer2_0 -> layer2.0
+      for child in sub:
+        if child == "downsample_conv":
+          rules[f"{prefix}{torch_block}.downsample.0.weight"] = ("params", (name, child, "kernel"), _conv)
+        elif child == "downsample_bn":
+          rules.update(bn(f"{torch_block}.downsample.1", (name, child)))
+        elif child.startswith("conv"):
+          rules[f"{prefix}{torch_block}.{child}.weight"] = ("params", (name, child, "kernel"), _conv)
+        else:
+          rules.update(bn(f"{torch_block}.{child}", (name, child)))
+  return rules
+
+
+def resnet_from_torchvision(state_dict: Mapping[str, Any], expected: Variables, *,
+                            source: str = "state_dict") -> Variables:
+  """torchvision `resnet*` state dict -> {'params', 'batch_stats'} of a `ResNet` whose variables
+  (arrays or ShapeDtypeStructs) are `expected`. Stages beyond the model's (a truncated trunk)
+  and the classifier `fc` are skipped; anything else unknown is an error."""
+  num_stages = sum(1 for k in expected["params"] if k.startswith("layer") and k.endswith("_0"))
+  unused = tuple(f"layer{s}." for s in range(num_stages + 1, 5)) + ("fc.",)
+  ignore = lambda k: _is_dropped(k) or k.startswith(unused)
+  return _apply_rules(state_dict, _resnet_rules(expected["params"]), expected, source,
+                      "torchvision's ResNet", ignore)
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet backbones for training (config.init.backbone)
+
+
+def _shape_tree(tree: Any) -> Any:
+  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.float32), tree)
+
+
+def _check_fits(new: Any, old: Any, source: str, what: str) -> None:
+  new_leaves = jax.tree_util.tree_leaves_with_path(new)
+  old_leaves = dict(jax.tree_util.tree_leaves_with_path(old))
+  for path, x in new_leaves:
+    want = old_leaves.get(path)
+    if want is None or np.shape(want) != np.shape(x):
+      name = jax.tree_util.keystr(path)
+      got = "nothing" if want is None else str(tuple(np.shape(want)))
+      raise DataError(f"{source}: {what} {name} has shape {tuple(np.shape(x))} but the model has "
+                      f"{got} (check config.data.num_bands and config.model)")
+
+
+def init_backbone_variables(config, params: Any, batch_stats: Any = None) -> tuple[Any, Any]:
+  """(params, batch_stats) with the encoder replaced by the weights in `config.init.backbone`.
+
+  dsfernet: torchvision `vgg16` into params['base'] (VGG16 has no BatchNorm);
+  bit: torchvision `resnet18` (layer1-3; layer4 and fc skipped) into params['backbone'], and its
+  ImageNet running statistics into batch_stats['backbone'] when `batch_stats` is given.
+  Trees are numpy (host) pytrees; the inputs are not modified.
+  """
+  path = config.init.backbone
+  name = config.model.name
+  if name not in ("dsfernet", "bit"):
+    raise ConfigError(f"config.init.backbone: no ImageNet backbone import for model {name!r} "
+                      "(supported: dsfernet <- vgg16, bit <- resnet18)")
+  state_dict = load_state_dict(path)
+  params = dict(params)
+  if name == "dsfernet":
+    base = vgg16_from_torchvision(state_dict, source=str(path))
+    _check_fits(base, params["base"], str(path), "torchvision VGG16")
+    params["base"] = base
+    return params, batch_stats
+  expected = {"params": _shape_tree(params["backbone"]),
+              "batch_stats": _shape_tree((batch_stats or {}).get("backbone", {}))}
+  if not batch_stats:  # running statistics not wanted: shapes from the matching BN scales
+    expected["batch_stats"] = _bn_stats_like(expected["params"])
+  new = resnet_from_torchvision(state_dict, expected, source=str(path))
+  params["backbone"] = new["params"]
+  if batch_stats:
+    batch_stats = dict(batch_stats)
+    batch_stats["backbone"] = new["batch_stats"]
+  return params, batch_stats
+
+
+def _bn_stats_like(resnet_params: Mapping[str, Any]) -> dict[str, Any]:
+  def walk(node):
+    out = {}
+    for k, v in node.items():
+      if isinstance(v, Mapping) and "scale" in v:
+        out[k] = {"mean": v["scale"], "var": v["scale"]}
+      elif isinstance(v, Mapping):
+        sub = walk(v)
+        if sub:
+          out[k] = sub
+    return out
+  return walk(resnet_params)
+
+
+# ---------------------------------------------------------------------------------------------
+# python -m jaxcd.convert dsfernet --torch CKPT --workdir W [--config C]
+
+DEFAULT_DSFERNET_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "dsfernet_levir.py"
+
+
+def convert_dsfernet_to_workdir(config, torch_ckpt: str | Path, workdir: str | Path) -> dict[str, Any]:
+  """Converts an official Dsfer-Net checkpoint and saves it as W's best checkpoint (step 0)."""
+  import os
+
+  from jaxcd import checkpointing, parallel
+  from jaxcd.methods import common
+  from jaxcd.models.layers import count_params
+  if config.model.name != "dsfernet":
+    raise ConfigError(f"config.model.name is {config.model.name!r}; converting Dsfer-Net weights "
+                      "needs a dsfernet config (e.g. configs/dsfernet_levir.py)")
+  if config.model.get("layernorm", "chw") != "chw":
+    raise ConfigError("config.model.layernorm must be 'chw': the official weights hold (C,H,W) "
+                      "LayerNorms")
+  if config.data.num_bands != 3:
+    raise ConfigError(f"config.data.num_bands={config.data.num_bands}; the official Dsfer-Net "
+                      "takes 3 bands")
+  workdir = os.path.abspath(workdir)
+  for sub in (checkpointing.BEST, checkpointing.LATEST):
+    d = os.path.join(workdir, sub)
+    if os.path.isdir(d) and os.listdir(d):
+      raise DataError(f"{d}: the workdir already holds checkpoints; convert into an empty --workdir")
+  torch_ckpt = os.path.abspath(torch_ckpt)
+  variables = dsfernet_from_torch(load_state_dict(torch_ckpt), source=torch_ckpt)
+  size = 16 * variables["params"]["layernorm1"]["scale"].shape[0]
+  if size != config.model.input_size:
+    raise ConfigError(f"{torch_ckpt}: the weights are for {size}x{size} inputs but "
+                      f"config.model.input_size={config.model.input_size} (set it to {size})")
+  classes = variables["params"]["outc"]["bias"].shape[0]
+  if classes != config.model.num_classes:
+    raise ConfigError(f"{torch_ckpt}: the weights have {classes} classes but "
+                      f"config.model.num_classes={config.model.num_classes}")
+
+  mesh = parallel.make_mesh()
+  model = common.build_model(config)
+  tx, _ = common.make_optimizer(config.optim, config.num_steps)
+  abstract = common.create_state(model, tx, (1, size, size, 3), config.seed, mesh, abstract=True)
+  for coll in ("params", "batch_stats"):
+    want = jax.tree_util.tree_structure(getattr(abstract, coll))
+    if jax.tree_util.tree_structure(variables[coll]) != want:
+      raise DataError(f"{torch_ckpt}: converted {coll} do not match the model built from the config")
+    _check_fits(variables[coll], getattr(abstract, coll), torch_ckpt, f"converted {coll}")
+  put = lambda tree: jax.device_put(tree, parallel.replicated(mesh))
+  params, batch_stats = put(variables["params"]), put(variables["batch_stats"])
+  # A fresh optimizer state for these params (Adam's moments start at zero, as after init).
+  opt_state = jax.jit(tx.init, out_shardings=jax.tree_util.tree_map(lambda x: x.sharding,
+                                                                      abstract.opt_state))(params)
+  state = common.TrainState(step=put(np.zeros((), np.int32)), params=params,
+                            batch_stats=batch_stats, opt_state=opt_state)
+  ckpt = checkpointing.Checkpointer(workdir)
+  ckpt.save(0, state, None, {"best_f1": -1, "best_step": 0, "converted_from": torch_ckpt}, best=True)
+  ckpt.close()
+  return {"workdir": workdir, "converted_from": torch_ckpt, "input_size": size,
+          "num_classes": classes, "params": count_params(variables["params"])}
+
+
+def _default_config():
+  from jaxcd.config_base import sibling
+  if not DEFAULT_DSFERNET_CONFIG.is_file():
+    raise ConfigError(f"--config: default {DEFAULT_DSFERNET_CONFIG} not found; pass --config")
+  return sibling(str(DEFAULT_DSFERNET_CONFIG), DEFAULT_DSFERNET_CONFIG.stem)
+
+
+def _define_flags() -> None:
+  # Defined only when run as a program: training imports this module next to its own flags.
+  from absl import flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "Config the checkpoint is for (default "
+                                  "configs/dsfernet_levir.py).", lock_config=True)
+  flags.DEFINE_string("torch", None, "Official checkpoint: .pth (needs torch), .safetensors or .npz.")
+  flags.DEFINE_string("workdir", None, "Run directory to write the checkpoint into (empty or new).")
+  flags.mark_flags_as_required(["torch", "workdir"])
+
+
+def main(argv: list[str]) -> None:
+  from absl import flags
+
+  from jaxcd import cli
+  f = flags.FLAGS
+
+  def run():
+    if argv[1:] != ["dsfernet"]:
+      raise ConfigError(f"usage: python -m jaxcd.convert dsfernet --torch CKPT --workdir W "
+                        f"[--config C]; got {' '.join(argv[1:]) or 'no model'}")
+    config = f.config if f.config is not None else _default_config()
+    return convert_dsfernet_to_workdir(config, f.torch, f.workdir)
+
+  cli.print_json(cli.run_guarded(run))
+
+
+if __name__ == "__main__":
+  from absl import app
+  _define_flags()
+  app.run(main)

@@ -106,7 +106,11 @@ def make_loss(config) -> Callable[[dict, jax.Array], tuple[jax.Array, dict]]:
   if fn is None:
     raise ConfigError(f"config.loss.name: unknown loss {name!r}")
   kwargs = {k: v for k, v in lc.items() if k != "name"}
-  return lambda outputs, labels: fn(outputs, labels, **kwargs)
+
+  def named_loss(outputs, labels):
+    out = fn(outputs, labels, **kwargs)  # a loss returns a scalar or (scalar, dict of parts)
+    return out if isinstance(out, tuple) else (out, {})
+  return named_loss
 
 
 def create_state(model: nn.Module, tx: optax.GradientTransformation, sample_shape, seed: int,
@@ -132,9 +136,11 @@ def init_pretrained(state: TrainState, config) -> TrainState:
   if not config.init.get("backbone"):
     return state
   from jaxcd import convert
-  params = convert.init_backbone(config, jax.device_get(state.params))
+  params, batch_stats = convert.init_backbone_variables(
+      config, jax.device_get(state.params), jax.device_get(state.batch_stats))
   sharding = jax.tree_util.tree_leaves(state.params)[0].sharding
-  return state.replace(params=jax.device_put(params, sharding))
+  return state.replace(params=jax.device_put(params, sharding),
+                       batch_stats=jax.device_put(batch_stats, sharding))
 
 
 def restore_trained(config, workdir: str, sample_shape_, mesh, prefer: str = "best"):

@@ -39,3 +39,6 @@ def _import_all():
   # Each network module registers itself on import; add new modules here.
   from jaxcd.models import fc_siam  # noqa: F401
   from jaxcd.models import dsfernet  # noqa: F401
+  from jaxcd.models import cdcluster  # noqa: F401
+  from jaxcd.models import fc_ef_res  # noqa: F401
+  from jaxcd.models import bit  # noqa: F401

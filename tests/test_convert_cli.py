@@ -1,0 +1,155 @@
+"""`python -m jaxcd.convert dsfernet --torch CKPT --workdir W`: the stored checkpoint is the
+converted model (checked against a PyTorch MyNet with the official names where torch is
+installed, and against explicit layout transposes of an .npz elsewhere), and `jaxcd.evaluate`
+loads it."""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcd import checkpointing, convert
+from jaxcd.config_base import sibling
+from jaxcd.data import source_from_config
+from jaxcd.evaluate import evaluate_workdir
+from jaxcd.methods import common
+from jaxcd.models.dsfernet import DsferNet
+
+try:
+  from tests.conftest import REPO, last_json, run_module
+except ImportError:
+  from conftest import REPO, last_json, run_module
+
+S = 64  # configs/dsfernet.py builds the official model for 64x64 inputs
+TORCH_REASON = "torch not installed (pip install 'jaxcd[torch]'); the check needs the PyTorch reference"
+TINY = {"data.num_train": 4, "data.num_val": 2, "data.num_test": 3, "input.eval_batch_size": 3,
+        "progress": False}
+
+
+def _config(**extra):
+  c = sibling(str(REPO / "configs" / "x.py"), "dsfernet")
+  for key, value in {**TINY, **extra}.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def _flags(**extra) -> list[str]:
+  return [f"--config.{k}={v}" for k, v in {**TINY, **extra}.items()]
+
+
+def _convert(ckpt, workdir, *extra, check=True):
+  return run_module("jaxcd.convert", "dsfernet", "--torch", str(ckpt), "--workdir", str(workdir),
+                    "--config", str(REPO / "configs" / "dsfernet.py"), *extra, check=check,
+                    timeout=900)
+
+
+def _rel(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def test_converted_torch_checkpoint_evaluates_like_the_torch_model(tmp_path):
+  pytest.importorskip("torch", reason=TORCH_REASON)
+  import torch
+  try:
+    from tests.torch_reference import dsfernet_ref
+  except ImportError:
+    from torch_reference import dsfernet_ref
+  torch.manual_seed(0)
+  net = dsfernet_ref.randomize_(dsfernet_ref.MyNet(input_size=S), seed=5).eval()
+  ckpt = tmp_path / "official.pth"
+  torch.save(net.state_dict(), ckpt)
+  workdir = tmp_path / "run"
+  res = last_json(_convert(ckpt, workdir, *_flags()).stdout)
+  assert res["input_size"] == S and res["converted_from"] == str(ckpt)
+
+  config = _config()
+  # The torch model's predictions on the tiny synthetic test split, normalised as jaxcd does.
+  src = source_from_config(config.data, "test")
+  mean, std = np.asarray(config.data.mean, np.float32), np.asarray(config.data.std, np.float32)
+  to_torch = lambda x: torch.from_numpy(((x.astype(np.float32) - mean) / std).transpose(2, 0, 1)[None])
+  tp = fp = fn = tn = 0
+  recs = [src[i] for i in range(len(src))]
+  with torch.no_grad():
+    torch_logits = [net(to_torch(r["image_a"]), to_torch(r["image_b"]))[0][0].numpy().transpose(1, 2, 0)
+                    for r in recs]
+  for r, lg in zip(recs, torch_logits):
+    pred, y = lg.argmax(-1), r["label"]
+    valid = y != 255
+    tp += np.sum((pred == 1) & (y == 1) & valid)
+    fp += np.sum((pred == 1) & (y == 0) & valid)
+    fn += np.sum((pred == 0) & (y == 1) & valid)
+    tn += np.sum((pred == 0) & (y == 0) & valid)
+  assert tp + fp > 0 and fn + tn > 0, "degenerate reference: it predicts one class only"
+
+  # The stored state, restored as evaluate/predict do, gives the torch logits.
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+  model, state, meta, step, which = common.restore_trained(config, str(workdir), (1, S, S, 3), mesh)
+  assert (step, which, meta["converted_from"]) == (0, "best", str(ckpt))
+  norm = common.make_normalizer(config)
+  got = model.apply(state.variables(), norm(jnp.asarray(recs[0]["image_a"][None])),
+                    norm(jnp.asarray(recs[0]["image_b"][None])), train=False)["logits"][0]
+  assert _rel(got, torch_logits[0]) < 1e-4
+
+  # And jaxcd.evaluate's metrics of the workdir are those of the torch predictions.
+  m = evaluate_workdir(config, str(workdir), "test")
+  assert m["pairs"] == len(src) and m["step"] == 0
+  total = tp + fp + fn + tn
+  assert m["oa"] == pytest.approx((tp + tn) / total, abs=2 / total)  # an argmax tie may flip a pixel
+  assert m["precision"] == pytest.approx(tp / (tp + fp), abs=2e-3)
+
+
+def _npz_state_dict(path, seed=0) -> dict[str, np.ndarray]:
+  """Random arrays in the official layout (OIHW convs, (out, in) Linear, (C,H,W) LayerNorm)."""
+  x = jax.ShapeDtypeStruct((1, S, S, 3), jnp.float32)
+  shapes = jax.eval_shape(lambda a: DsferNet(input_size=S).init(jax.random.key(0), a, a), x)
+  rng = np.random.default_rng(seed)
+  to_torch = {convert._conv: (3, 2, 0, 1), convert._linear: (1, 0), convert._chw: (2, 0, 1)}
+  sd = {}
+  for key, (coll, tree_path, transform) in convert._dsfernet_rules().items():
+    leaf = shapes[coll]
+    for p in tree_path:
+      leaf = leaf[p]
+    shape = leaf.shape
+    if transform in to_torch:
+      shape = tuple(shape[i] for i in to_torch[transform])
+    value = rng.normal(0, 0.05, shape).astype(np.float32)
+    sd[key] = np.abs(value) + 0.5 if key.endswith("running_var") else value
+  np.savez(path, **sd)
+  return sd
+
+
+def test_npz_checkpoint_without_torch(tmp_path):
+  sd = _npz_state_dict(tmp_path / "official.npz")
+  workdir = tmp_path / "run"
+  res = last_json(_convert(tmp_path / "official.npz", workdir, *_flags()).stdout)
+  # The official count at 256 with the (C,H,W) LayerNorms resized to 64x64 inputs.
+  ln = lambda size: 2 * 512 * ((size // 16) ** 2 + (size // 8) ** 2)
+  assert res["params"] == 34_085_990 - ln(256) + ln(S)
+  state, step = checkpointing.load_numpy(str(workdir), which=checkpointing.BEST)
+  assert step == 0
+  p, bs = state["params"], state["batch_stats"]
+  np.testing.assert_array_equal(p["base"]["conv3_2"]["kernel"],
+                                sd["base.feats.12.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(p["hopf4"]["Wq"], sd["hopf4.linear_q.linear_qkv.weight"].T)
+  np.testing.assert_array_equal(p["layernorm2"]["scale"], sd["layernorm2.weight"].transpose(1, 2, 0))
+  np.testing.assert_array_equal(bs["dec31"]["bn"]["var"], sd["dec31.single_conv.1.running_var"])
+  np.testing.assert_array_equal(p["outc"]["bias"], sd["outc.conv.bias"])
+  assert int(state["step"]) == 0
+  m = evaluate_workdir(_config(), str(workdir), "test")
+  assert m["pairs"] == 3 and 0.0 <= m["oa"] <= 1.0
+
+
+def test_cli_errors_are_one_line(tmp_path):
+  _npz_state_dict(tmp_path / "w.npz")
+  proc = _convert(tmp_path / "w.npz", tmp_path / "run", "--config.model.input_size=128", check=False)
+  err = proc.stderr.strip().splitlines()[-1]
+  assert proc.returncode == 2 and err.startswith("error: ")
+  assert "w.npz" in err and "config.model.input_size=128" in err and "64x64" in err
+  proc = _convert(tmp_path / "missing.pth", tmp_path / "run", check=False)
+  assert proc.returncode == 2 and "missing.pth: checkpoint file not found" in proc.stderr
