@@ -1,0 +1,392 @@
+"""python -m jaxcd.bench: microbenchmarks of whole steps, the input pipeline and kernels.
+
+  python -m jaxcd.bench --model fc_siam_diff --batch 8 --size 256 [--dtype bfloat16] --json
+  python -m jaxcd.bench --model all --batch 8 --size 64 --json        # every registered model
+  python -m jaxcd.bench --pipeline --dataset levir_like --batch 16 --json
+  python -m jaxcd.bench --pipeline --dataset levir_cd --data_dir ../shared/data/LEVIR-CD_samples_BIT_CD --batch 2
+  python -m jaxcd.bench --kernel hopfield --batch 8 --json
+
+One function per kind (`bench_model`, `bench_pipeline`, `bench_hopfield`), each returning the
+dict that `--json` prints as a line; `main` dispatches on the flags. Times are medians of
+`--steps` calls after a warm-up, each ended by `block_until_ready`. FLOPs come from XLA's cost
+analysis of the compiled executables; for a program partitioned over N devices that analysis
+is of one device's program, so per-pair figures divide by the per-device batch.
+"""
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcd import cli, config_base, parallel
+from jaxcd.errors import ConfigError, one_line
+
+# Dense (no sparsity) peak FLOP/s of one device, by compute dtype: (device_kind substring,
+# {dtype: peak}, source). First match wins, so more specific names come first. GPU float32 runs
+# on the TF32 tensor cores, since XLA's DEFAULT matmul/conv precision allows TF32 there.
+_PEAK_FLOPS: tuple[tuple[str, dict[str, float], str], ...] = (
+    ("H200 NVL", {"bfloat16": 835.5e12, "float32": 417.5e12},
+     "NVIDIA H200 NVL datasheet (1671 TFLOPS bf16 with sparsity / 2)"),
+    ("H200", {"bfloat16": 989.4e12, "float32": 494.7e12},
+     "NVIDIA H200 SXM datasheet (1979 TFLOPS bf16 with sparsity / 2)"),
+    ("H100 PCIe", {"bfloat16": 756.0e12, "float32": 378.0e12},
+     "NVIDIA H100 PCIe datasheet (1513 TFLOPS bf16 with sparsity / 2)"),
+    ("H100", {"bfloat16": 989.4e12, "float32": 494.7e12},
+     "NVIDIA H100 SXM datasheet (1979 TFLOPS bf16 with sparsity / 2)"),
+    ("A100", {"bfloat16": 312.0e12, "float32": 156.0e12},
+     "NVIDIA A100 datasheet (312 TFLOPS bf16, 156 TFLOPS tf32, dense)"),
+)
+
+
+def peak_flops_for(device_kind: str, dtype: str) -> tuple[float | None, str | None]:
+  """(peak FLOP/s of one device, its source), or (None, None) for an unknown device/dtype."""
+  for name, peaks, source in _PEAK_FLOPS:
+    if name.lower() in device_kind.lower():
+      return peaks.get(dtype), source
+  return None, None
+
+
+def _flops(compiled) -> float:
+  """FLOPs of one call of a compiled executable (XLA cost analysis; one device's program)."""
+  ca = compiled.cost_analysis()
+  if isinstance(ca, (list, tuple)):  # older JAX: one dict per computation
+    ca = ca[0] if ca else {}
+  return float((ca or {}).get("flops", 0.0))
+
+
+def _median_seconds(call: Callable[[], Any], n: int) -> float:
+  times = []
+  for _ in range(n):
+    start = time.perf_counter()
+    jax.block_until_ready(call())
+    times.append(time.perf_counter() - start)
+  return statistics.median(times)
+
+
+def _mesh(num_devices: int):
+  devices = jax.devices()
+  if num_devices:
+    if not 0 < num_devices <= len(devices):
+      raise ConfigError(f"--devices={num_devices}: must be in [1, {len(devices)}]")
+    devices = devices[:num_devices]
+  return parallel.make_mesh(devices)
+
+
+def _device_info(mesh) -> dict[str, Any]:
+  d = mesh.devices.flat[0]
+  return {"devices": int(mesh.devices.size), "platform": d.platform, "device_kind": d.device_kind}
+
+
+def _accepted_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+  """The subset of kwargs that model `name` has fields for (so `--model all` can share them)."""
+  from jaxcd.models import _REGISTRY
+  cls = _REGISTRY[name]
+  if not dataclasses.is_dataclass(cls):  # a factory: no way to tell, pass everything
+    return kwargs
+  names = {f.name for f in dataclasses.fields(cls)}
+  return {k: v for k, v in kwargs.items() if k in names}
+
+
+# --- whole train and forward steps ----------------------------------------------------------------
+
+def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float32",
+                steps: int = 10, bands: int = 3, model_kwargs: dict[str, Any] | None = None,
+                num_devices: int = 0, peak_flops: float | None = None) -> dict[str, Any]:
+  """Pairs/s and FLOPs of the jitted, sharded, state-donating train step and of the forward pass."""
+  from jaxcd.methods import common
+  from jaxcd.models.layers import count_params
+
+  if batch <= 0 or size <= 0 or steps <= 0 or bands <= 0:
+    raise ConfigError(f"--batch, --size, --steps and --bands must be positive, got "
+                      f"{batch}, {size}, {steps}, {bands}")
+  mesh = _mesh(num_devices)
+  n_dev = int(mesh.devices.size)
+  if batch % n_dev:
+    raise ConfigError(f"--batch={batch} is not divisible by the {n_dev} devices of the mesh "
+                      f"(use --devices to take fewer)")
+  if "name" in (model_kwargs or {}):
+    raise ConfigError("--model_kwargs: give the model with --model, not as 'name'")
+  config = config_base.base_config()
+  config.model.name = model
+  config.model.update(model_kwargs or {})
+  config.dtype = dtype
+  config.data.num_bands = bands
+  config.data.mean = (127.5,) * bands
+  config.data.std = (127.5,) * bands
+
+  net = common.build_model(config)
+  tx, _ = common.make_optimizer(config.optim, config.num_steps)
+  loss_fn = common.make_loss(config)
+  normalize = common.make_normalizer(config)
+  state = common.create_state(net, tx, (1, size, size, bands), config.seed, mesh)
+  params = count_params(state.params)
+  shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
+  train_step = common.make_train_step(net, tx, loss_fn, normalize, jax.random.key(config.seed),
+                                      mesh, shardings)
+  predict = common.make_predict_fn(net, normalize)
+
+  rng = np.random.default_rng(0)
+  host = {"image_a": rng.integers(0, 256, (batch, size, size, bands), dtype=np.uint8),
+          "image_b": rng.integers(0, 256, (batch, size, size, bands), dtype=np.uint8),
+          "label": rng.integers(0, 2, (batch, size, size), dtype=np.uint8)}
+  gb = parallel.to_global(host, mesh)
+
+  # Compile once through lower/compile: the same executables give the cost analysis and run.
+  t0 = time.perf_counter()
+  train_c = train_step.lower(state, gb).compile()
+  fwd_c = predict.lower(state.params, state.batch_stats, gb["image_a"], gb["image_b"]).compile()
+  compile_s = time.perf_counter() - t0
+  per_device_pairs = batch // n_dev
+  train_flops = _flops(train_c) / per_device_pairs
+  fwd_flops = _flops(fwd_c) / per_device_pairs
+
+  box = [state]  # the state is donated: every call must get the previous call's output
+
+  def train_call():
+    box[0], m = train_c(box[0], gb)
+    return box[0], m
+
+  def fwd_call():
+    return fwd_c(box[0].params, box[0].batch_stats, gb["image_a"], gb["image_b"])
+
+  _median_seconds(train_call, 2)  # warm-up: first runs allocate buffers, fill caches
+  train_s = _median_seconds(train_call, steps)
+  _median_seconds(fwd_call, 1)
+  fwd_s = _median_seconds(fwd_call, steps)
+
+  info = _device_info(mesh)
+  peak, peak_source = (peak_flops, "--peak_flops") if peak_flops else peak_flops_for(
+      info["device_kind"], dtype)
+  train_pps, fwd_pps = batch / train_s, batch / fwd_s
+  total_peak = peak * n_dev if peak else None
+  return {
+      "kind": "model", "model": model, "batch": batch, "size": size, "bands": bands,
+      "dtype": dtype, "params": params, "model_kwargs": model_kwargs or {},
+      "train_pairs_per_s": train_pps, "fwd_pairs_per_s": fwd_pps,
+      "train_step_ms": train_s * 1e3, "fwd_ms": fwd_s * 1e3,
+      "flops_per_pair": fwd_flops, "train_flops_per_pair": train_flops,
+      "train_tflops_per_s": train_flops * train_pps / 1e12,
+      "fwd_tflops_per_s": fwd_flops * fwd_pps / 1e12,
+      "mfu": train_flops * train_pps / total_peak if total_peak else None,
+      "fwd_mfu": fwd_flops * fwd_pps / total_peak if total_peak else None,
+      "peak_flops_per_device": peak, "peak_flops_source": peak_source,
+      "compile_s": compile_s, "steps": steps, **info,
+  }
+
+
+def _describe_model(r: dict[str, Any]) -> str:
+  if "error" in r:
+    return f"{r['model']}: skipped: {r['error']}"
+  mfu = f"  MFU {100 * r['mfu']:.1f}%" if r.get("mfu") is not None else ""
+  return (f"{r['model']} batch {r['batch']} size {r['size']} {r['dtype']} "
+          f"({r['params'] / 1e6:.3f} M params, {r['devices']} x {r['device_kind']}): "
+          f"train {r['train_pairs_per_s']:.2f} pairs/s ({r['train_step_ms']:.1f} ms/step), "
+          f"forward {r['fwd_pairs_per_s']:.2f} pairs/s ({r['fwd_ms']:.1f} ms); "
+          f"{r['flops_per_pair'] / 1e9:.2f} GFLOP/pair forward, "
+          f"{r['train_flops_per_pair'] / 1e9:.2f} GFLOP/pair train, "
+          f"{r['train_tflops_per_s'] * 1e3:.1f} GFLOP/s train{mfu}; compile {r['compile_s']:.1f} s")
+
+
+# --- input pipeline ---------------------------------------------------------------------------
+
+class LevirLikeSource:
+  """In memory: `n` random uint8 size x size pairs, so the pipeline benchmark times augmentation
+  and batching alone (no decoding, no disk). Picklable for grain workers."""
+
+  def __init__(self, n: int = 32, size: int = 256, bands: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    self.a = rng.integers(0, 256, (n, size, size, bands), dtype=np.uint8)
+    self.b = rng.integers(0, 256, (n, size, size, bands), dtype=np.uint8)
+    self.label = rng.integers(0, 2, (n, size, size), dtype=np.uint8)
+
+  def __len__(self) -> int:
+    return len(self.a)
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    return {"image_a": self.a[i], "image_b": self.b[i], "label": self.label[i],
+            "id": f"levir_like_{i:04d}"}
+
+
+def bench_pipeline(dataset: str, data_dir: str = "", augment: str = "flip_rot", batch: int = 16,
+                   num_batches: int = 50, worker_count: int = 0, num_threads: int = 2,
+                   crop_size: int = 0, size: int = 256,
+                   source_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Host pairs/s of the training pipeline (`pipeline.benchmark_pipeline`) on a train split."""
+  from jaxcd.data import make_source, pipeline
+
+  if dataset == "levir_like":
+    source = LevirLikeSource(size=size, **(source_kwargs or {}))
+  else:
+    kwargs = dict(source_kwargs or {})
+    if data_dir:
+      kwargs["data_dir"] = data_dir
+    source = make_source(dataset, "train", **kwargs)
+  first = source[0]
+  r = pipeline.benchmark_pipeline(source, batch_size=batch, num_batches=num_batches,
+                                  augment=augment, num_threads=num_threads,
+                                  worker_count=worker_count, crop_size=crop_size)
+  h, w, c = first["image_a"].shape
+  return {"kind": "pipeline", "dataset": dataset, "data_dir": data_dir, "pairs": len(source),
+          "pair_shape": [h, w, c], "augment": augment, "batch": batch,
+          "num_batches": num_batches, "worker_count": worker_count, "num_threads": num_threads,
+          "pairs_per_s": r["pairs_per_s"], "seconds": r["seconds"]}
+
+
+def _describe_pipeline(r: dict[str, Any]) -> str:
+  h, w, c = r["pair_shape"]
+  return (f"pipeline {r['dataset']} ({r['pairs']} train pairs of {h}x{w}x{c}), augment "
+          f"{r['augment']}, batch {r['batch']}, {r['worker_count']} workers: "
+          f"{r['pairs_per_s']:.1f} pairs/s over {r['num_batches']} batches ({r['seconds']:.2f} s)")
+
+
+# --- kernels ----------------------------------------------------------------------------------
+
+def bench_hopfield(batch: int = 8, tokens: int = 1024, dim: int = 512, dtype: str = "float32",
+                   impls: Sequence[str] = ("xla", "reference"), steps: int = 10,
+                   num_heads: int = 1) -> dict[str, Any]:
+  """`HopfieldRetrieval` (B x tokens x dim, as many keys as queries): each attention
+  implementation against the einsum reference, with its max deviation from the float32 reference."""
+  from jaxcd.models.hopfield import HopfieldRetrieval
+
+  dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+  kq, kk, kv, kp = jax.random.split(jax.random.key(0), 4)
+  q, k, v = (jax.random.normal(key, (batch, tokens, dim), jnp.float32) for key in (kq, kk, kv))
+  ref_mod = HopfieldRetrieval(dim, num_heads=num_heads, impl="reference", dtype=jnp.float32)
+  variables = ref_mod.init(kp, q[:1], k[:1], v[:1])
+  ref_out = jax.jit(ref_mod.apply)(variables, q, k, v)
+  out: dict[str, Any] = {"kind": "kernel", "kernel": "hopfield", "batch": batch, "tokens": tokens,
+                         "dim": dim, "num_heads": num_heads, "dtype": dtype, "impls": {}}
+  for impl in impls:
+    mod = HopfieldRetrieval(dim, num_heads=num_heads, impl=impl, dtype=dt)
+    compiled = jax.jit(mod.apply).lower(variables, q, k, v).compile()
+    call = lambda: compiled(variables, q, k, v)  # noqa: E731
+    _median_seconds(call, 2)
+    seconds = _median_seconds(call, steps)
+    flops = _flops(compiled)
+    err = float(jnp.max(jnp.abs(call().astype(jnp.float32) - ref_out)))
+    out["impls"][impl] = {"ms": seconds * 1e3, "flops": flops,
+                          "tflops_per_s": flops / seconds / 1e12, "max_abs_diff_vs_f32_ref": err}
+  info = jax.devices()[0]
+  out.update(platform=info.platform, device_kind=info.device_kind, devices=1)
+  return out
+
+
+def _describe_kernel(r: dict[str, Any]) -> str:
+  parts = [f"{impl} {m['ms']:.2f} ms ({m['tflops_per_s'] * 1e3:.1f} GFLOP/s, max |diff| "
+           f"{m['max_abs_diff_vs_f32_ref']:.2e})" for impl, m in r["impls"].items()]
+  return (f"hopfield B={r['batch']} N=M={r['tokens']} D={r['dim']} {r['dtype']} on "
+          f"{r['device_kind']}: " + "; ".join(parts))
+
+
+KERNELS = {"hopfield": bench_hopfield}  # a clustering (k-means assignment) kernel comes later
+
+
+# --- command line -----------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m jaxcd.bench", description=__doc__.split("\n")[0])
+  kind = p.add_mutually_exclusive_group(required=True)
+  kind.add_argument("--model", help="a registered model, or 'all'")
+  kind.add_argument("--pipeline", action="store_true", help="time the host input pipeline")
+  kind.add_argument("--kernel", choices=sorted(KERNELS), help="time a jitted kernel")
+  p.add_argument("--batch", type=int, default=None,
+                 help="global batch (default 8 for models and kernels, 16 for the pipeline)")
+  p.add_argument("--size", type=int, default=256, help="image side (models, levir_like)")
+  p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
+                 help="compute dtype (default float32; kernels: both)")
+  p.add_argument("--steps", type=int, default=10, help="timed calls (median reported)")
+  p.add_argument("--bands", type=int, default=3)
+  p.add_argument("--model_kwargs", default="{}", help="JSON of extra config.model fields")
+  p.add_argument("--devices", type=int, default=0, help="mesh size (0 = all devices)")
+  p.add_argument("--peak_flops", type=float, default=None,
+                 help="peak FLOP/s of one device, for MFU where the table has none (e.g. CPU)")
+  p.add_argument("--dataset", default="levir_like",
+                 help="pipeline source: a registered dataset, or levir_like (random, in memory)")
+  p.add_argument("--data_dir", default="")
+  p.add_argument("--source_kwargs", default="{}", help="JSON of extra source arguments")
+  p.add_argument("--augment", default="flip_rot")
+  p.add_argument("--crop_size", type=int, default=0)
+  p.add_argument("--num_batches", type=int, default=50)
+  p.add_argument("--worker_count", type=int, default=0)
+  p.add_argument("--num_threads", type=int, default=2)
+  p.add_argument("--tokens", type=int, default=1024, help="kernel: tokens (queries = keys)")
+  p.add_argument("--dim", type=int, default=512, help="kernel: feature width")
+  p.add_argument("--impls", default="xla,reference",
+                 help="hopfield: comma-separated implementations (xla, cudnn, reference)")
+  p.add_argument("--json", action="store_true", help="also print each result as a JSON line")
+  return p
+
+
+def _json_arg(text: str, flag: str) -> dict[str, Any]:
+  try:
+    value = json.loads(text)
+  except json.JSONDecodeError as e:
+    raise ConfigError(f"{flag}: not valid JSON ({e.msg}): {text!r}") from None
+  if not isinstance(value, dict):
+    raise ConfigError(f"{flag}: expected a JSON object, got {text!r}")
+  return value
+
+
+def _models(args) -> list[tuple[dict[str, Any], str]]:
+  from jaxcd.models import list_models
+  kwargs = _json_arg(args.model_kwargs, "--model_kwargs")
+  batch = args.batch or 8
+  common = dict(batch=batch, size=args.size, dtype=args.dtype or "float32", steps=args.steps,
+                bands=args.bands, num_devices=args.devices, peak_flops=args.peak_flops)
+  if args.model != "all":
+    r = bench_model(args.model, model_kwargs=kwargs, **common)
+    return [(r, _describe_model(r))]
+  results = []
+  for name in list_models():
+    mk = _accepted_kwargs(name, kwargs)
+    try:
+      r = bench_model(name, model_kwargs=mk, **common)
+    except Exception as e:  # noqa: BLE001  a sweep reports a model it cannot run and goes on
+      r = {"kind": "model", "model": name, "batch": batch, "size": args.size,
+           "dtype": common["dtype"], "model_kwargs": mk,
+           "error": f"{type(e).__name__}: {one_line(e)}"}
+    results.append((r, _describe_model(r)))
+  return results
+
+
+def run(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+  """Parses the flags, runs the chosen benchmark(s), prints them; returns the result dicts."""
+  args = _parser().parse_args(argv)
+  if args.model:
+    pairs = _models(args)
+  elif args.pipeline:
+    r = bench_pipeline(args.dataset, data_dir=args.data_dir, augment=args.augment,
+                       batch=args.batch or 16, num_batches=args.num_batches,
+                       worker_count=args.worker_count, num_threads=args.num_threads,
+                       crop_size=args.crop_size, size=args.size,
+                       source_kwargs=_json_arg(args.source_kwargs, "--source_kwargs"))
+    pairs = [(r, _describe_pipeline(r))]
+  else:
+    impls = [s for s in args.impls.split(",") if s]
+    dtypes = [args.dtype] if args.dtype else ["float32", "bfloat16"]
+    pairs = []
+    for dt in dtypes:
+      r = KERNELS[args.kernel](batch=args.batch or 8, tokens=args.tokens, dim=args.dim,
+                               dtype=dt, impls=impls, steps=args.steps)
+      pairs.append((r, _describe_kernel(r)))
+  results = []
+  for r, line in pairs:
+    print(line, flush=True)
+    if args.json:
+      cli.print_json(r)
+    results.append(r)
+  return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  cli.run_guarded(lambda: run(argv))
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

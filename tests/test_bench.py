@@ -1,0 +1,94 @@
+"""`python -m jaxcd.bench`: the model benchmark's JSON line, run in-process on a tiny fc_siam_diff."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxcd import bench
+from jaxcd.errors import ConfigError
+from jaxcd.methods import common
+from jaxcd import config_base
+from jaxcd.models.layers import count_params
+
+KEYS = ("model", "batch", "size", "dtype", "params", "train_pairs_per_s", "fwd_pairs_per_s",
+        "flops_per_pair", "train_flops_per_pair", "devices", "platform", "device_kind", "mfu")
+
+
+def _single_pair_reference(name: str, size: int) -> tuple[int, float]:
+  """(param count, forward FLOPs of ONE pair) measured without the bench: no mesh, batch 1."""
+  config = config_base.base_config()
+  config.model.name = name
+  model = common.build_model(config)
+  x = jax.ShapeDtypeStruct((1, size, size, 3), np.float32)
+  variables = jax.eval_shape(lambda a, b: model.init(jax.random.key(0), a, b, train=False), x, x)
+  fwd = jax.jit(lambda v, a, b: model.apply(v, a, b, train=False)["logits"])
+  ca = fwd.lower(variables, x, x).compile().cost_analysis()
+  ca = ca[0] if isinstance(ca, (list, tuple)) else ca
+  return count_params(variables["params"]), float(ca["flops"])
+
+
+def test_model_bench_json_line(capsys):
+  # Two devices when the suite fakes several (batch 2 must divide the mesh), else one.
+  devices = min(2, jax.device_count())
+  results = bench.run(["--model", "fc_siam_diff", "--batch", "2", "--size", "32", "--steps", "2",
+                       "--devices", str(devices), "--peak_flops", "1e11", "--json"])
+  lines = capsys.readouterr().out.strip().splitlines()
+  r = json.loads(lines[-1])  # the JSON is the last line, after the human-readable one
+  assert r == json.loads(json.dumps(results[0]))
+  assert not lines[0].startswith("{") and "fc_siam_diff" in lines[0]
+  for key in KEYS:
+    assert key in r, key
+  assert (r["model"], r["batch"], r["size"], r["dtype"]) == ("fc_siam_diff", 2, 32, "float32")
+  params, flops_one_pair = _single_pair_reference("fc_siam_diff", 32)
+  assert r["params"] == params
+  assert r["devices"] == devices and r["platform"] == jax.devices()[0].platform
+  assert r["flops_per_pair"] > 0
+  # Per pair, whatever the batch and the mesh (XLA analyses one device's program): the batch-2
+  # figure matches one unsharded pair; normalisation and softmax add a little.
+  assert r["flops_per_pair"] == pytest.approx(flops_one_pair, rel=0.05)
+  # A train step is a forward plus a backward pass (about twice the forward again).
+  assert r["train_flops_per_pair"] > 2 * r["flops_per_pair"]
+  assert r["train_pairs_per_s"] > 0 and r["fwd_pairs_per_s"] > 0
+  # MFU = achieved train FLOP/s over the peak of all devices of the mesh.
+  achieved = r["train_flops_per_pair"] * r["train_pairs_per_s"]
+  assert r["mfu"] == pytest.approx(achieved / (1e11 * devices))
+
+
+def test_peak_lookup_prefers_the_specific_device_name():
+  # "NVIDIA H100 PCIe" also contains "H100", "NVIDIA H200 NVL" also "H200": the lower-power
+  # parts must not get the SXM peak (that would understate their MFU).
+  sxm, sxm_src = bench.peak_flops_for("NVIDIA H100 80GB HBM3", "bfloat16")
+  pcie, pcie_src = bench.peak_flops_for("NVIDIA H100 PCIe", "bfloat16")
+  nvl, _ = bench.peak_flops_for("NVIDIA H200 NVL", "bfloat16")
+  assert sxm and pcie and nvl and pcie < sxm and nvl < bench.peak_flops_for("NVIDIA H200", "bfloat16")[0]
+  assert "PCIe" in pcie_src and "SXM" in sxm_src
+  assert bench.peak_flops_for("NVIDIA H100 80GB HBM3", "float32")[0] < sxm  # TF32 < bf16
+  assert bench.peak_flops_for("cpu", "float32") == (None, None)
+
+
+def test_bad_flags_are_config_errors():
+  with pytest.raises(ConfigError, match="--model_kwargs"):
+    bench.run(["--model", "fc_siam_diff", "--model_kwargs", "{oops"])
+  with pytest.raises(ConfigError, match="config.model.name"):
+    bench.run(["--model", "no_such_net", "--batch", "2", "--size", "32", "--devices", "1"])
+  with pytest.raises(ConfigError, match="--batch"):
+    bench.bench_model("fc_siam_diff", batch=0, size=32)
+  with pytest.raises(ConfigError, match="--devices"):
+    bench.bench_model("fc_siam_diff", batch=2, size=32, num_devices=jax.device_count() + 1)
+
+
+def test_levir_like_pipeline(capsys):
+  r = bench.run(["--pipeline", "--dataset", "levir_like", "--size", "64", "--batch", "4",
+                 "--num_batches", "3", "--json"])[0]
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["pairs_per_s"] > 0
+  assert r["pair_shape"] == [64, 64, 3] and r["batch"] == 4 and r["num_batches"] == 3
+
+
+def test_hopfield_kernel_bench_both_implementations():
+  r = bench.bench_hopfield(batch=1, tokens=64, dim=32, dtype="float32", steps=1)
+  assert set(r["impls"]) == {"xla", "reference"}
+  for m in r["impls"].values():
+    # QK^T and PV alone are 2 * 2*B*N*M*D FLOPs; the projections add 3 * 2*B*N*D*D.
+    assert m["flops"] >= 2 * 2 * 64 * 64 * 32 and m["ms"] > 0
+    assert m["max_abs_diff_vs_f32_ref"] < 1e-5  # float32: the same maths as the reference
