@@ -1,8 +1,8 @@
 """Change-detection metrics from a confusion matrix accumulated on device.
 
 Rows of the confusion matrix are the truth, columns the prediction; class 1 is "change".
-For binary maps, MSE and MAE of the 0/1 prediction equal the error rate (1 - OA); they are
-reported because the CDCluster paper's Table 1 and 2 list them.
+MSE and MAE are those of the predicted class-index map against the true one (for binary maps
+both equal the error rate, 1 - OA); they are reported because CDCluster's Tables 1-2 list them.
 """
 from typing import Any
 
@@ -88,8 +88,10 @@ def metrics_from_confusion(cm: Any) -> dict[str, Any]:
     main = dict(precision=precision.mean(), recall=recall.mean(), f1=f1.mean(), iou=iou.mean(),
                 specificity=specificity.mean())
   out = {key: float(v) for key, v in main.items()}
-  out.update(oa=oa, kappa=kappa, miou=float(iou.mean()), mse=1.0 - oa if n else 0.0,
-             mae=1.0 - oa if n else 0.0, pixels=int(n),
+  dist = np.subtract.outer(np.arange(k), np.arange(k))  # truth index - predicted index
+  mse = float(_div((cm * dist**2).sum(), n))
+  mae = float(_div((cm * np.abs(dist)).sum(), n))
+  out.update(oa=oa, kappa=kappa, miou=float(iou.mean()), mse=mse, mae=mae, pixels=int(n),
              per_class_f1=[float(v) for v in f1], per_class_iou=[float(v) for v in iou],
              confusion_matrix=[[int(v) for v in row] for row in cm])
   return out

@@ -10,6 +10,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# The suite compiles the same small programs many times (in-process and in subprocesses): a
+# persistent XLA cache, shared through the environment, makes the repeats cheap. Results are
+# unaffected (the cache is keyed on the program, flags and backend).
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(os.environ.get("TMPDIR", "/tmp"), "jaxcd-test-xla-cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
 
 @pytest.fixture
 def shared_data() -> Path:

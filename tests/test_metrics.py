@@ -38,8 +38,7 @@ def _sklearn(pred, label, num_classes: int) -> dict:
       oa=skm.accuracy_score(y, p), kappa=skm.cohen_kappa_score(y, p, labels=labels),
       specificity=specificity,
       per_class_f1=skm.f1_score(y, p, labels=labels, average=None, zero_division=0),
-      mse=skm.mean_squared_error(y, p) if num_classes == 2 else None,
-      mae=skm.mean_absolute_error(y, p) if num_classes == 2 else None)
+      mse=skm.mean_squared_error(y, p), mae=skm.mean_absolute_error(y, p))
 
 
 @pytest.mark.parametrize("num_classes,seed", [(2, 0), (2, 1), (3, 2)])
@@ -53,9 +52,9 @@ def test_against_sklearn(num_classes, seed):
     assert m[key] == pytest.approx(ref[key], abs=1e-9), key
   np.testing.assert_allclose(m["per_class_f1"], ref["per_class_f1"], atol=1e-9)
   assert m["pixels"] == int((label != IGNORE).sum())
-  if num_classes == 2:  # MSE/MAE of the 0/1 maps
-    assert m["mse"] == pytest.approx(ref["mse"], abs=1e-9)
-    assert m["mae"] == pytest.approx(ref["mae"], abs=1e-9)
+  # MSE/MAE of the class-index maps (the 0/1 maps when binary)
+  assert m["mse"] == pytest.approx(ref["mse"], abs=1e-9)
+  assert m["mae"] == pytest.approx(ref["mae"], abs=1e-9)
 
 
 def test_ignore_pixels_do_not_count():

