@@ -19,9 +19,12 @@ def test_sharded_step_equals_single_device_step():
   r = json.loads(proc.stdout.strip().splitlines()[-1])
   assert r["devices"] == 8
   assert r["init_params"] == 0.0  # same initialisation on both meshes
-  # Tolerances: float32 reductions in another order (per-device partial sums + all-reduce).
+  # Tolerances: float32 reductions in another order (per-device partial sums + all-reduce),
+  # amplified by BatchNorm's backward pass: measured loss rel. diff ~1e-7 and gradient diff
+  # ~1e-4 of the gradient scale. Per-device BatchNorm statistics, a wrong batch or a missing
+  # all-reduce differ by ~1e-1.
   assert r["loss_8"] == pytest.approx(r["loss_1"], rel=1e-5)
-  assert r["grad_max_abs_diff"] <= 1e-4 * r["grad_scale"], r
+  assert r["grad_max_abs_diff"] <= 1e-3 * r["grad_scale"], r
   # BatchNorm statistics cover the global batch on both meshes (not per-device batches).
   assert r["batch_stats_max_abs_diff"] <= 1e-5, r
 

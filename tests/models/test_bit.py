@@ -152,10 +152,17 @@ def test_init_backbone_loads_torchvision_resnet18_into_bit(tmp_path):
   # Everything outside the backbone is untouched; the inputs are not modified.
   np.testing.assert_array_equal(params["conv_pred"]["kernel"], v["params"]["conv_pred"]["kernel"])
   assert not np.array_equal(v["params"]["backbone"]["conv1"]["kernel"], bb["conv1"]["kernel"])
-  # init_backbone (params only) agrees on the params.
-  only = convert.init_backbone(_bit_config(str(path)), v["params"])
-  np.testing.assert_array_equal(only["backbone"]["layer1_1"]["conv2"]["kernel"],
+  # The trainer's path (common.init_pretrained on a replicated state) loads the same values.
+  from jaxcd import parallel
+  from jaxcd.methods import common
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  state = common.TrainState(step=jnp.zeros((), jnp.int32), params=jax.device_put(v["params"]),
+                            batch_stats=jax.device_put(v["batch_stats"]), opt_state=())
+  loaded = common.init_pretrained(state, _bit_config(str(path)))
+  np.testing.assert_array_equal(loaded.params["backbone"]["layer1_1"]["conv2"]["kernel"],
                                 bb["layer1_1"]["conv2"]["kernel"])
+  np.testing.assert_array_equal(loaded.batch_stats["backbone"]["layer1_0"]["bn1"]["var"],
+                                sd["layer1.0.bn1.running_var"])
 
 
 def test_init_backbone_errors(tmp_path):
@@ -165,11 +172,11 @@ def test_init_backbone_errors(tmp_path):
   sd["layer2.0.conv1.weight"] = sd["layer2.0.conv1.weight"][:, :32]
   np.savez(tmp_path / "bad.npz", **sd)
   with pytest.raises(DataError, match=r"bad.npz: 'layer2.0.conv1.weight' has shape"):
-    convert.init_backbone(_bit_config(str(tmp_path / "bad.npz")), v["params"])
+    convert.init_backbone_variables(_bit_config(str(tmp_path / "bad.npz")), v["params"])
   with pytest.raises(DataError, match="missing.pth: checkpoint file not found"):
-    convert.init_backbone(_bit_config(str(tmp_path / "missing.pth")), v["params"])
+    convert.init_backbone_variables(_bit_config(str(tmp_path / "missing.pth")), v["params"])
   with pytest.raises(ConfigError, match="config.init.backbone") as e:
-    convert.init_backbone(_bit_config(str(tmp_path / "bad.npz"), name="fc_siam_diff"), v["params"])
+    convert.init_backbone_variables(_bit_config(str(tmp_path / "bad.npz"), name="fc_siam_diff"), v["params"])
   assert "\n" not in str(e.value)
 
 
