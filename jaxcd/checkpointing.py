@@ -4,7 +4,9 @@ Layout of a workdir:
   checkpoints/<step>/  latest `keep` checkpoints, for resuming a killed run
   best/<step>/         the checkpoint with the best validation F1 (kept alone)
 Each checkpoint has three items: `state` (a pytree of arrays), `data` (the grain iterator state,
-JSON) and `meta` (JSON: step, best F1, method state such as RCL's stage). Writes are atomic
+JSON) and `meta` (JSON: step, best F1, method state such as RCL's stage), plus an optional fourth,
+`extra`: a dict of host (numpy) arrays of method state too large for JSON, e.g. CDCluster's
+centroids and pseudo-labels (`save(..., extra=...)`, read back with `restore_extra`). Writes are atomic
 (orbax writes to a temporary directory and renames), so a run killed at any moment leaves the
 previous checkpoints valid.
 """
@@ -26,8 +28,12 @@ def _manager(directory: str, keep: int, read_only: bool = False) -> ocp.Checkpoi
       # Synchronous saves: a save returns once the checkpoint is committed, so the SIGKILL
       # guarantee is simple; saves are rare compared with steps.
       enable_async_checkpointing=False,
-      create=not read_only, read_only=read_only)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=opts)
+      # Readers open with create=False and never save (orbax's read_only mode only adds warnings).
+      create=not read_only)
+  # Explicit handlers: metadata can be read before restoring (no "could not be restored" noise).
+  handlers = dict(state=ocp.StandardCheckpointHandler(), meta=ocp.JsonCheckpointHandler(),
+                  data=ocp.JsonCheckpointHandler())
+  return ocp.CheckpointManager(os.path.abspath(directory), options=opts, item_handlers=handlers)
 
 
 class Checkpointer:
@@ -39,8 +45,8 @@ class Checkpointer:
     self.best = _manager(os.path.join(workdir, BEST), 1)
 
   def save(self, step: int, state: Any, data_state: Any = None, meta: dict | None = None,
-           best: bool = False) -> None:
-    args = _save_args(state, data_state, meta or {})
+           best: bool = False, extra: dict[str, np.ndarray] | None = None) -> None:
+    args = _save_args(state, data_state, meta or {}, extra)
     (self.best if best else self.latest).save(step, args=args, force=True)
 
   def latest_step(self) -> int | None:
@@ -56,20 +62,45 @@ class Checkpointer:
       return None
     return _restore(mngr, step, abstract_state)
 
+  def restore_extra(self, step: int | None = None, which: str = LATEST) -> dict | None:
+    """The `extra` item of a checkpoint as a dict of numpy arrays (None if it has none)."""
+    mngr = self.best if which == BEST else self.latest
+    step = mngr.latest_step() if step is None else step
+    return None if step is None else _restore_extra(mngr, step)
+
   def close(self) -> None:
     self.latest.close()
     self.best.close()
 
 
-def _save_args(state, data_state, meta):
+def _save_args(state, data_state, meta, extra=None):
   items = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
   if data_state is not None:
     items["data"] = ocp.args.JsonSave(data_state)
+  if extra is not None:
+    items["extra"] = ocp.args.StandardSave({k: np.asarray(v) for k, v in extra.items()})
   return ocp.args.Composite(**items)
 
 
+def _item_names(mngr: ocp.CheckpointManager, step: int) -> set[str]:
+  md = mngr.item_metadata(step)
+  return set(md.keys()) if hasattr(md, "keys") else {"state", "meta"}
+
+
+def _restore_extra(mngr: ocp.CheckpointManager, step: int) -> dict | None:
+  if "extra" not in _item_names(mngr, step):
+    return None
+  md = mngr.item_metadata(step)["extra"]
+  md = getattr(md, "tree", md)
+  # Restore as numpy with the saved shapes and dtypes, on any topology.
+  target = {k: np.zeros(v.shape, v.dtype) for k, v in md.items()}
+  out = mngr.restore(step, args=ocp.args.Composite(extra=ocp.args.StandardRestore(target)))
+  return {k: np.asarray(v) for k, v in out["extra"].items()}
+
+
 def _restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any):
-  names = set(mngr.item_metadata(step).keys()) if hasattr(mngr.item_metadata(step), "keys") else {"state", "meta"}
+  # JSON items report no metadata, so presence is read from the step's directory.
+  names = set(os.listdir(os.path.join(str(mngr.directory), str(step))))
   items = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
   if "data" in names:
     items["data"] = ocp.args.JsonRestore()

@@ -1,5 +1,6 @@
 """Shared command-line plumbing: config flag, one-line errors, logging of the process index."""
 import json
+import logging as logging_std
 import os
 import sys
 from typing import Any, Callable
@@ -8,6 +9,16 @@ from absl import flags, logging
 from ml_collections import config_flags
 
 from jaxcd.errors import JaxcdError, one_line
+
+
+class _QuietOrbax(logging_std.Filter):
+  """Drops orbax's INFO chatter (dozens of lines per save/restore); its warnings still show."""
+
+  def filter(self, record: logging_std.LogRecord) -> bool:
+    return record.levelno >= logging_std.WARNING or "/orbax/" not in record.pathname
+
+
+logging.get_absl_handler().addFilter(_QuietOrbax())
 
 
 def define_config_flags(workdir_required: bool = False) -> None:
