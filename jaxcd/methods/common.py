@@ -181,8 +181,8 @@ def make_train_step(model, tx, loss_fn, normalize, base_key, mesh, state_shardin
     params = optax.apply_updates(state.params, updates)
     new = state.replace(step=state.step + 1, params=params, batch_stats=bs, opt_state=opt_state)
     # update_norm: a finite loss at step t does not make the state after update t finite.
-    return new, {"loss": loss, "grad_norm": optax.tree_utils.tree_l2_norm(grads),
-                 "update_norm": optax.tree_utils.tree_l2_norm(updates), **aux}
+    return new, {"loss": loss, "grad_norm": optax.tree_utils.tree_norm(grads),
+                 "update_norm": optax.tree_utils.tree_norm(updates), **aux}
 
   return jax.jit(step, in_shardings=(state_shardings, parallel.data_sharded(mesh)),
                  out_shardings=(state_shardings, parallel.replicated(mesh)), donate_argnums=(0,))
