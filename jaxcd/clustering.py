@@ -98,6 +98,15 @@ def _by_index(index: np.ndarray, valid: np.ndarray, *arrays: np.ndarray) -> tupl
   return (index[order],) + tuple(a[order] for a in arrays)
 
 
+def _gather_ordered(outs, indexes, valids) -> tuple[np.ndarray, np.ndarray]:
+  """Per-batch device outputs of this process -> (example index, rows) of every process's valid
+  examples, sorted by example index (identical on all processes)."""
+  rows = np.concatenate([_host_rows(o) for o in outs])
+  index, valid = np.concatenate(indexes), np.concatenate(valids).astype(bool)
+  rows, index, valid = gather_samples(rows, index, valid)
+  return _by_index(index, valid, rows)
+
+
 def sample_features(feature_fn: FeatureFn, variables: Any, batches: Iterable[Mapping[str, Any]],
                     *, max_samples: int, pixels_per_image: int, rng: jax.Array) -> np.ndarray:
   """Random pixel features of the images in `batches`, N x D float32 with N <= max_samples.
@@ -123,10 +132,7 @@ def sample_features(feature_fn: FeatureFn, variables: Any, batches: Iterable[Map
     valids.append(_host_rows(batch["valid"]))
   if not feats:
     raise ConfigError("sample_features: no batches (is the clustering subset empty?)")
-  local = np.concatenate([_host_rows(f) for f in feats])
-  index, valid = np.concatenate(indexes), np.concatenate(valids).astype(bool)
-  local, index, valid = gather_samples(local, index, valid)
-  _, x_IxPxD = _by_index(index, valid, local)
+  _, x_IxPxD = _gather_ordered(feats, indexes, valids)
   x_NxD = x_IxPxD.reshape(-1, x_IxPxD.shape[-1])
   if len(x_NxD) > max_samples:
     seed = int(jax.random.bits(jax.random.fold_in(rng, 2**31 - 1), (), jnp.uint32))
@@ -382,10 +388,7 @@ def assign(feature_fn: FeatureFn, variables: Any, preprocess: Preprocess, centro
     valids.append(_host_rows(batch["valid"]))
   if not outs:
     raise ConfigError("assign: no batches")
-  labels = np.concatenate([_host_rows(o) for o in outs])
-  index, valid = np.concatenate(indexes), np.concatenate(valids).astype(bool)
-  labels, index, valid = gather_samples(labels, index, valid)
-  index, labels = _by_index(index, valid, labels)
+  index, labels = _gather_ordered(outs, indexes, valids)
   if len(index) and (index.max() >= num_examples or index.min() < 0):
     raise ConfigError(f"assign: example index {index.max()} out of range for num_examples="
                       f"{num_examples}")
