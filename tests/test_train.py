@@ -124,3 +124,14 @@ def test_cli_missing_data_dir_is_one_line_error(tmp_path):
   assert proc.returncode == 2
   err = [l for l in proc.stderr.strip().splitlines() if l.startswith("error:")]
   assert len(err) == 1 and missing in err[0]
+
+
+def test_bfloat16_compute_trains_with_float32_params(tmp_path):
+  workdir = str(tmp_path)
+  supervised.train_and_evaluate(tiny_config(dtype="bfloat16", num_steps=3, eval_every=3,
+                                            checkpoint_every=3), workdir)
+  losses = [r["loss"] for r in writers.read_metrics(workdir) if r["split"] == "train"]
+  assert len(losses) == 3 and all(np.isfinite(losses))
+  state, _ = checkpointing.load_numpy(workdir)
+  dtypes = {x.dtype for x in jax.tree_util.tree_leaves(state["params"])}
+  assert dtypes == {np.dtype("float32")}  # parameters (and optimizer state) stay float32
