@@ -51,11 +51,13 @@ class MetricWriter:
           self._tb.add_scalar(f"{prefix}/{k}", v, row["step"])
 
   def truncate_after(self, step: int) -> None:
-    """Drops rows logged after `step` (a resumed run re-does those steps)."""
+    """Drops rows logged after `step` (a resumed run re-does those steps) and the final
+    evaluation rows (marked with a `checkpoint` key), which every run writes anew at its end."""
     if not self.enabled:
       return
     self._f.close()
-    rows = [r for r in read_metrics(os.path.dirname(self.path)) if r.get("step", 0) <= step]
+    rows = [r for r in read_metrics(os.path.dirname(self.path))
+            if r.get("step", 0) <= step and "checkpoint" not in r]
     with open(self.path, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows)
     self._f = open(self.path, "a", buffering=1)

@@ -47,6 +47,16 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(trained):
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(workdir, "tb")))
 
 
+def test_rerun_of_a_finished_run_rewrites_only_the_final_rows(trained):
+  workdir, final = trained
+  before = writers.read_metrics(workdir)
+  again = supervised.train_and_evaluate(tiny_config(), workdir)  # resumes at the last step
+  after = writers.read_metrics(workdir)
+  strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]
+  assert strip(after) == strip(before)  # no duplicated rows, same final evaluation
+  assert again["test"]["f1"] == pytest.approx(final["test"]["f1"])
+
+
 def test_evaluate_cli_matches_final_row(trained):
   workdir, final = trained
   proc = run_module("jaxcd.evaluate", "--config", "configs/fc_siam_diff.py", "--workdir", workdir,
