@@ -2,7 +2,6 @@
 converted model (checked against a PyTorch MyNet with the official names where torch is
 installed, and against explicit layout transposes of an .npz elsewhere), and `jaxcd.evaluate`
 loads it."""
-import json
 
 import jax
 import jax.numpy as jnp

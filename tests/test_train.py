@@ -1,5 +1,4 @@
 """End-to-end training: logs, checkpoints, evaluation CLI, resume after SIGKILL, NaN stop."""
-import json
 import os
 import signal
 import subprocess

@@ -15,7 +15,7 @@ serialise it for checkpoints.
 """
 import json
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from absl import flags
 import grain

@@ -1,7 +1,7 @@
 """Pieces every trainer shares: train state, optimizer, normalisation, sharded state creation,
 the jitted evaluation pass, and the training loop's bookkeeping (NaN stop, progress, logs)."""
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import flax
 import flax.linen as nn

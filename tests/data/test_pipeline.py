@@ -1,5 +1,4 @@
 """grain pipeline: epochs, process-count invariance, checkpointable iterators, padded eval."""
-import json
 import threading
 
 import numpy as np

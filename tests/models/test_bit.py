@@ -153,9 +153,7 @@ def test_init_backbone_loads_torchvision_resnet18_into_bit(tmp_path):
   np.testing.assert_array_equal(params["conv_pred"]["kernel"], v["params"]["conv_pred"]["kernel"])
   assert not np.array_equal(v["params"]["backbone"]["conv1"]["kernel"], bb["conv1"]["kernel"])
   # The trainer's path (common.init_pretrained on a replicated state) loads the same values.
-  from jaxcd import parallel
   from jaxcd.methods import common
-  mesh = parallel.make_mesh(jax.devices()[:1])
   state = common.TrainState(step=jnp.zeros((), jnp.int32), params=jax.device_put(v["params"]),
                             batch_stats=jax.device_put(v["batch_stats"]), opt_state=())
   loaded = common.init_pretrained(state, _bit_config(str(path)))
