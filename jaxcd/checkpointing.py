@@ -32,7 +32,10 @@ def _manager(directory: str, keep: int, read_only: bool = False) -> ocp.Checkpoi
       create=not read_only)
   # Explicit handlers: metadata can be read before restoring (no "could not be restored" noise).
   handlers = dict(state=ocp.StandardCheckpointHandler(), meta=ocp.JsonCheckpointHandler(),
-                  data=ocp.JsonCheckpointHandler())
+                  data=ocp.JsonCheckpointHandler(),
+                  # Declared up front: a manager's items are fixed at its first save, and `extra`
+                  # first appears in a later one (e.g. after CDCluster's first clustering).
+                  extra=ocp.StandardCheckpointHandler())
   return ocp.CheckpointManager(os.path.abspath(directory), options=opts, item_handlers=handlers)
 
 
@@ -82,13 +85,8 @@ def _save_args(state, data_state, meta, extra=None):
   return ocp.args.Composite(**items)
 
 
-def _item_names(mngr: ocp.CheckpointManager, step: int) -> set[str]:
-  md = mngr.item_metadata(step)
-  return set(md.keys()) if hasattr(md, "keys") else {"state", "meta"}
-
-
 def _restore_extra(mngr: ocp.CheckpointManager, step: int) -> dict | None:
-  if "extra" not in _item_names(mngr, step):
+  if "extra" not in os.listdir(os.path.join(str(mngr.directory), str(step))):
     return None
   md = mngr.item_metadata(step)["extra"]
   md = getattr(md, "tree", md)

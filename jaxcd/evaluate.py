@@ -10,6 +10,9 @@ from jaxcd.methods import common
 
 
 def evaluate_workdir(config, workdir: str, split: str, checkpoint: str = "best") -> dict:
+  if config.method == "cdcluster":  # k cluster outputs -> change via the run's stored map
+    from jaxcd.methods import cdcluster
+    return cdcluster.evaluate_workdir(config, workdir, split, checkpoint)
   mesh = parallel.make_mesh()
   source = source_from_config(config.data, split)
   shape = common.sample_shape(source, config)

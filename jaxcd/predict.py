@@ -325,6 +325,10 @@ def pair_metrics(label_HxW: np.ndarray, change_HxW: np.ndarray, ignore_label: in
 
 def load_predictor(config, workdir: str, tile: int, checkpoint: str = "best"):
   """(predict_fn for sliding_window_predict, checkpoint info) of a trained run."""
+  if config.method == "cdcluster":
+    # Its k outputs are clusters; the change map lives in the run's checkpoint (not wired here yet).
+    raise ConfigError("config.method=cdcluster: predict does not apply CDCluster's cluster-to-change "
+                      "map yet; use python -m jaxcd.evaluate for its metrics")
   import jax
 
   from jaxcd import parallel

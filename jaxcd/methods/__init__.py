@@ -3,7 +3,7 @@ import importlib
 
 from jaxcd.errors import ConfigError
 
-METHODS = ("supervised", "cva")
+METHODS = ("supervised", "cva", "cdcluster")
 
 
 def get_method(name: str):

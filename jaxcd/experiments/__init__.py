@@ -1,0 +1,1 @@
+"""Experiments reproducing the papers' figures and tables (python -m jaxcd.experiments.<name>)."""
