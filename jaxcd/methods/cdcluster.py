@@ -381,18 +381,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
               extra=_extra(cent, prep, labels))
 
   bar = common.progress(config, config.num_steps, start, "train")
-  t_last, n_last = time.perf_counter(), start
-
-  def log(row):
-    nonlocal t_last, n_last
-    if row is None or (row["step"] % config.log_every and row["step"] != config.num_steps):
-      return
-    now = time.perf_counter()
-    rate = (row["step"] - n_last) * config.input.batch_size / max(now - t_last, 1e-9)
-    t_last, n_last = now, row["step"]
-    writer.write({**row, "split": "train", "phase": WARMUP if row["step"] <= wu else CLUSTER,
-                  "lr": float(sched(row["step"] - 1)), "pairs_per_s": round(rate, 2)})
-    bar.set_postfix(loss=f"{row['loss']:.4f}")
+  log = common.TrainLogger(config, writer, sched, bar, start,
+                           fields=lambda s: {"phase": WARMUP if s <= wu else CLUSTER})
 
   if start == 0 and clustering_due(0, wu, every, config.num_steps):
     do_cluster(0)  # no warm-up: cluster the randomly initialised network

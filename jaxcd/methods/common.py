@@ -1,6 +1,7 @@
 """Pieces every trainer shares: train state, optimizer, normalisation, sharded state creation,
 the jitted evaluation pass, and the training loop's bookkeeping (NaN stop, progress, logs)."""
 import math
+import time
 from typing import Any, Callable
 
 import flax
@@ -248,6 +249,27 @@ class LossWatch:
           f"non-finite {bad[0]} ({m[bad[0]]}) at step {step}: stopped; the checkpoints in "
           f"{self.workdir} are from before it and stay valid (try a lower config.optim.lr)")
     return {"step": step, **m}
+
+
+class TrainLogger:
+  """Writes a `train` row every `config.log_every` steps (and at the last step) with the
+  learning rate and the pairs/s since the previous row; `fields(step)` adds method columns."""
+
+  def __init__(self, config, writer, sched, bar, start: int,
+               fields: Callable[[int], dict] = lambda step: {}):
+    self.config, self.writer, self.sched, self.bar, self.fields = config, writer, sched, bar, fields
+    self.t_last, self.n_last = time.perf_counter(), start
+
+  def __call__(self, row: dict | None) -> None:
+    c = self.config
+    if row is None or (row["step"] % c.log_every and row["step"] != c.num_steps):
+      return
+    now = time.perf_counter()
+    rate = (row["step"] - self.n_last) * c.input.batch_size / max(now - self.t_last, 1e-9)
+    self.t_last, self.n_last = now, row["step"]
+    self.writer.write({**row, "split": "train", **self.fields(row["step"]),
+                       "lr": float(self.sched(row["step"] - 1)), "pairs_per_s": round(rate, 2)})
+    self.bar.set_postfix(loss=f"{row['loss']:.4f}")
 
 
 def progress(config, total: int, initial: int, desc: str):

@@ -2,7 +2,6 @@
 validation every `eval_every` steps keeping the best F1, orbax checkpoints with automatic resume,
 and a final evaluation of the best checkpoint on `eval_splits`."""
 import logging
-import time
 
 import jax
 
@@ -51,18 +50,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                     config.loss.ignore_label, mesh)
   watch = common.LossWatch(workdir)
   bar = common.progress(config, config.num_steps, start, "train")
-  t_last, n_last = time.perf_counter(), start
-
-  def log(row):
-    nonlocal t_last, n_last
-    if row is None or (row["step"] % config.log_every and row["step"] != config.num_steps):
-      return
-    now = time.perf_counter()
-    rate = (row["step"] - n_last) * config.input.batch_size / max(now - t_last, 1e-9)
-    t_last, n_last = now, row["step"]
-    writer.write({**row, "split": "train", "lr": float(sched(row["step"] - 1)),
-                  "pairs_per_s": round(rate, 2)})
-    bar.set_postfix(loss=f"{row['loss']:.4f}")
+  log = common.TrainLogger(config, writer, sched, bar, start)
 
   for step in range(start + 1, config.num_steps + 1):
     batch = parallel.to_global(next(it), mesh)
