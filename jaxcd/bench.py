@@ -5,8 +5,9 @@
   python -m jaxcd.bench --pipeline --dataset levir_like --batch 16 --json
   python -m jaxcd.bench --pipeline --dataset levir_cd --data_dir ../shared/data/LEVIR-CD_samples_BIT_CD --batch 2
   python -m jaxcd.bench --kernel hopfield --batch 8 --json
+  python -m jaxcd.bench --clustering --images 64 --size 256 --json   # CDCluster pseudo-labels
 
-One function per kind (`bench_model`, `bench_pipeline`, `bench_hopfield`), each returning the
+One function per kind (`bench_model`, `bench_pipeline`, `bench_hopfield`, `bench_clustering`), each returning the
 dict that `--json` prints as a line; `main` dispatches on the flags. Times are medians of
 `--steps` calls after a warm-up, each ended by `block_until_ready`. FLOPs come from XLA's cost
 analysis of the compiled executables; for a program partitioned over N devices that analysis
@@ -85,7 +86,10 @@ def _device_info(mesh) -> dict[str, Any]:
 
 def _accepted_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
   """The subset of kwargs that model `name` has fields for (so `--model all` can share them)."""
-  from jaxcd.models import _REGISTRY
+  from jaxcd.models import _REGISTRY, _import_all
+  _import_all()
+  if name not in _REGISTRY:
+    return kwargs  # get_model names the unknown model
   cls = _REGISTRY[name]
   if not dataclasses.is_dataclass(cls):  # a factory: no way to tell, pass everything
     return kwargs
@@ -114,6 +118,8 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
     raise ConfigError("--model_kwargs: give the model with --model, not as 'name'")
   config = config_base.base_config()
   config.model.name = model
+  if "input_size" in _accepted_kwargs(model, {"input_size": size}):
+    config.model.input_size = size  # e.g. dsfernet's official (C,H,W) LayerNorms: built per size
   config.model.update(model_kwargs or {})
   config.dtype = dtype
   config.data.num_bands = bands
@@ -284,7 +290,88 @@ def _describe_kernel(r: dict[str, Any]) -> str:
           f"{r['device_kind']}: " + "; ".join(parts))
 
 
-KERNELS = {"hopfield": bench_hopfield}  # a clustering (k-means assignment) kernel comes later
+KERNELS = {"hopfield": bench_hopfield}
+
+
+# --- CDCluster's pseudo-label pass ------------------------------------------------------------
+
+def _peak_rss_mib() -> float:
+  import resource
+  kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+  return kib / 1024
+
+
+def bench_clustering(batch: int = 16, size: int = 256, images: int = 64, k: int = 20,
+                     features: int = 16, max_samples: int = 200_000, kmeans_iters: int = 20,
+                     dtype: str = "float32", bands: int = 3, steps: int = 3,
+                     faiss_threads: int = 0) -> dict[str, Any]:
+  """One CDCluster clustering round on `images` random pairs, timed part by part.
+
+  The feature pass + on-device pixel sampling (`clustering.sample_features`), the host FAISS
+  k-means + small-cluster repair on `max_samples` x `features` (`clustering.fit_clusters`), and
+  the feature pass + on-device nearest-centroid assignment to uint8 labels (`clustering.assign`).
+  Device passes: medians of `steps` runs after a compile run; pixels/s = images*size^2/s.
+  """
+  from jaxcd import clustering
+  from jaxcd.data import pipeline
+  from jaxcd.methods import common
+
+  if min(batch, size, images, k, features, max_samples, steps) <= 0:
+    raise ConfigError("--batch, --size, --images, --k, --features, --max_samples and --steps "
+                      "must be positive")
+  config = config_base.base_config()
+  config.model.name = "cdcluster"
+  config.model.update(num_clusters=k, features=features)
+  config.dtype = dtype
+  config.data.num_bands = bands
+  config.data.mean, config.data.std = (127.5,) * bands, (127.5,) * bands
+  model = common.build_model(config)
+  normalize = common.make_normalizer(config)
+  x0 = jnp.zeros((1, size, size, bands), jnp.float32)
+  variables = jax.jit(lambda key: model.init({"params": key}, x0, x0, train=False))(
+      jax.random.key(0))
+  feature_fn = clustering.make_feature_fn(model, normalize)
+  source = LevirLikeSource(n=images, size=size, bands=bands)
+  batches = [{k_: jnp.asarray(v) if k_ in ("image_a", "image_b") else v for k_, v in b.items()}
+             for b in pipeline.eval_dataset(source, global_batch_size=batch)]
+  pixels = images * size * size
+  ppi = clustering.pixels_per_image_for(max_samples, images, size, size)
+  rng = jax.random.key(1)
+
+  def sample():
+    return clustering.sample_features(feature_fn, variables, batches, max_samples=max_samples,
+                                      pixels_per_image=ppi, rng=rng)
+  x = sample()  # compile
+  sample_s = _median_seconds(sample, steps)
+  prep = clustering.Preprocess.fit(x, l2=True)
+  xp = prep.apply(x)
+  fit = clustering.fit_clusters(xp, k, 0, niter=kmeans_iters, num_threads=faiss_threads or None)
+
+  def assign():
+    return clustering.assign(feature_fn, variables, prep, fit.centroids, batches, images)
+  labels = assign()  # compile
+  assign_s = _median_seconds(assign, steps)
+  info = jax.devices()[0]
+  return {
+      "kind": "clustering", "batch": batch, "size": size, "images": images, "k": k,
+      "features": features, "dtype": dtype, "max_samples": max_samples, "samples": len(x),
+      "feature_sample_pixels_per_s": pixels / sample_s, "feature_sample_s": sample_s,
+      "assign_pixels_per_s": pixels / assign_s, "assign_s": assign_s,
+      "faiss_fit_s": fit.seconds, "kmeans_iters": kmeans_iters, "num_splits": fit.num_splits,
+      "min_cluster": int(fit.counts.min()),
+      "host_sample_mib": x.nbytes / 2**20, "host_labels_mib": labels.nbytes / 2**20,
+      "peak_rss_mib": _peak_rss_mib(),
+      "platform": info.platform, "device_kind": info.device_kind, "devices": 1,
+  }
+
+
+def _describe_clustering(r: dict[str, Any]) -> str:
+  return (f"cdcluster pseudo-labels, {r['images']} pairs {r['size']}x{r['size']} {r['dtype']} on "
+          f"{r['device_kind']}: feature pass + sampling {r['feature_sample_pixels_per_s'] / 1e6:.2f}"
+          f" Mpixel/s, feature pass + assignment {r['assign_pixels_per_s'] / 1e6:.2f} Mpixel/s; "
+          f"FAISS k-means k={r['k']} on {r['samples']} x {r['features']} in {r['faiss_fit_s']:.2f}"
+          f" s; host: sample {r['host_sample_mib']:.1f} MiB, labels {r['host_labels_mib']:.1f} "
+          f"MiB, peak RSS {r['peak_rss_mib']:.0f} MiB")
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -295,12 +382,15 @@ def _parser() -> argparse.ArgumentParser:
   kind.add_argument("--model", help="a registered model, or 'all'")
   kind.add_argument("--pipeline", action="store_true", help="time the host input pipeline")
   kind.add_argument("--kernel", choices=sorted(KERNELS), help="time a jitted kernel")
+  kind.add_argument("--clustering", action="store_true",
+                    help="time CDCluster's pseudo-label pass (features, FAISS fit, assignment)")
   p.add_argument("--batch", type=int, default=None,
                  help="global batch (default 8 for models and kernels, 16 for the pipeline)")
   p.add_argument("--size", type=int, default=256, help="image side (models, levir_like)")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                  help="compute dtype (default float32; kernels: both)")
-  p.add_argument("--steps", type=int, default=10, help="timed calls (median reported)")
+  p.add_argument("--steps", type=int, default=None,
+                 help="timed calls, median reported (default 10; clustering: 3 passes)")
   p.add_argument("--bands", type=int, default=3)
   p.add_argument("--model_kwargs", default="{}", help="JSON of extra config.model fields")
   p.add_argument("--devices", type=int, default=0, help="mesh size (0 = all devices)")
@@ -319,6 +409,10 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--dim", type=int, default=512, help="kernel: feature width")
   p.add_argument("--impls", default="xla,reference",
                  help="hopfield: comma-separated implementations (xla, cudnn, reference)")
+  p.add_argument("--images", type=int, default=64, help="clustering: pairs per pass")
+  p.add_argument("--k", type=int, default=20, help="clustering: clusters")
+  p.add_argument("--max_samples", type=int, default=200_000,
+                 help="clustering: pixel features sent to k-means")
   p.add_argument("--json", action="store_true", help="also print each result as a JSON line")
   return p
 
@@ -337,8 +431,9 @@ def _models(args) -> list[tuple[dict[str, Any], str]]:
   from jaxcd.models import list_models
   kwargs = _json_arg(args.model_kwargs, "--model_kwargs")
   batch = args.batch or 8
-  common = dict(batch=batch, size=args.size, dtype=args.dtype or "float32", steps=args.steps,
-                bands=args.bands, num_devices=args.devices, peak_flops=args.peak_flops)
+  common = dict(batch=batch, size=args.size, dtype=args.dtype or "float32",
+                steps=args.steps or 10, bands=args.bands, num_devices=args.devices,
+                peak_flops=args.peak_flops)
   if args.model != "all":
     r = bench_model(args.model, model_kwargs=kwargs, **common)
     return [(r, _describe_model(r))]
@@ -367,13 +462,18 @@ def run(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                        crop_size=args.crop_size, size=args.size,
                        source_kwargs=_json_arg(args.source_kwargs, "--source_kwargs"))
     pairs = [(r, _describe_pipeline(r))]
+  elif args.clustering:
+    r = bench_clustering(batch=args.batch or 16, size=args.size, images=args.images, k=args.k,
+                         max_samples=args.max_samples, dtype=args.dtype or "float32",
+                         bands=args.bands, steps=args.steps or 3)
+    pairs = [(r, _describe_clustering(r))]
   else:
     impls = [s for s in args.impls.split(",") if s]
     dtypes = [args.dtype] if args.dtype else ["float32", "bfloat16"]
     pairs = []
     for dt in dtypes:
       r = KERNELS[args.kernel](batch=args.batch or 8, tokens=args.tokens, dim=args.dim,
-                               dtype=dt, impls=impls, steps=args.steps)
+                               dtype=dt, impls=impls, steps=args.steps or 10)
       pairs.append((r, _describe_kernel(r)))
   results = []
   for r, line in pairs:

@@ -92,3 +92,24 @@ def test_hopfield_kernel_bench_both_implementations():
     # QK^T and PV alone are 2 * 2*B*N*M*D FLOPs; the projections add 3 * 2*B*N*D*D.
     assert m["flops"] >= 2 * 2 * 64 * 64 * 32 and m["ms"] > 0
     assert m["max_abs_diff_vs_f32_ref"] < 1e-5  # float32: the same maths as the reference
+
+
+def test_clustering_bench_times_each_part(capsys):
+  r = bench.run(["--clustering", "--images", "6", "--size", "32", "--batch", "4", "--k", "5",
+                 "--max_samples", "3000", "--steps", "1", "--json"])[0]
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kind"] == "clustering"
+  # 6 pairs of 32x32 = 6144 pixels, 3000 sampled: 500 per image, at most 3000 kept.
+  assert r["samples"] == 3000 and r["host_sample_mib"] == pytest.approx(3000 * 16 * 4 / 2**20)
+  assert r["host_labels_mib"] == pytest.approx(6 * 32 * 32 / 2**20)  # uint8 for k <= 255
+  for key in ("feature_sample_pixels_per_s", "assign_pixels_per_s", "faiss_fit_s", "peak_rss_mib"):
+    assert r[key] > 0, key
+  assert r["min_cluster"] > 0  # repaired: no empty cluster
+
+
+def test_dsfernet_bench_builds_its_layernorms_for_the_bench_size():
+  from jaxcd.models import get_model
+  r = bench.bench_model("dsfernet", batch=1, size=32, steps=1)  # would raise at input_size 256
+  x = jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32)
+  net = get_model("dsfernet", input_size=32)
+  variables = jax.eval_shape(lambda a, b: net.init(jax.random.key(0), a, b, train=False), x, x)
+  assert r["size"] == 32 and r["params"] == count_params(variables["params"])
