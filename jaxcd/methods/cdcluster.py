@@ -30,6 +30,7 @@ the cluster-to-change map and clustering step (`meta`), so a resumed run continu
 labels and does not re-cluster at the restored step. metrics.jsonl rows: `train` (with `phase`),
 `val`/test evaluations (`phase` warmup|cluster), and one `cluster` row per clustering.
 """
+import hashlib
 import logging
 import time
 from typing import Any, Sequence
@@ -366,6 +367,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
     cmap = change_map_from_counts(counts, cc.change_rule)
     nmi_prev = None if labels is None else clustering.nmi(labels, new_labels)
     cent, prep, labels = fit.centroids, new_prep, new_labels
+    digest = hashlib.sha1(np.ascontiguousarray(cent, np.float32).tobytes()).hexdigest()
+    # Every process logs its own: with several processes they must agree (they fit the same
+    # gathered sample with the same seed).
+    logging.info("cdcluster: process %d clustered at step %d: centroids sha1 %s",
+                 jax.process_index(), step, digest)
     state = reinit(state, jax.random.fold_in(rng, 1))
     meta = {**meta, "cluster_step": step, "change_map": cmap.tolist(),
             "clusterings": meta["clusterings"] + 1}
@@ -375,7 +381,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                   "kmeans_seconds": round(fit.seconds, 3), "num_splits": fit.num_splits,
                   "samples": int(len(x)), "pairs": int(len(pick)),
                   "change_clusters": np.flatnonzero(cmap).tolist(),
-                  "labeled_f1": round(f1_of_map(counts, cmap), 4)})
+                  "labeled_f1": round(f1_of_map(counts, cmap), 4), "centroids_sha1": digest})
     # Saved at once: a run resumed from here continues with these labels and does not re-cluster.
     ckpt.save(step, state, {"grain": pipeline.state_to_json(it.get_state())}, meta,
               extra=_extra(cent, prep, labels))

@@ -2,6 +2,7 @@
 re-initialisation, and a tiny end-to-end run (metrics rows, checkpointed clustering state, resume
 without re-clustering)."""
 import itertools
+import os
 import shutil
 from pathlib import Path
 
@@ -299,3 +300,31 @@ def test_warmup_fraction_table(tmp_path):
   md = (tmp_path / "table2.md").read_text().splitlines()
   assert md[0] == "| Metric | 3.125% |" and md[3].startswith("| Accuracy | ")
   assert (tmp_path / "table2.csv").read_text().startswith(",".join(wf.COLUMNS))
+
+
+def test_two_processes_cluster_to_identical_centroids(tmp_path):
+  """launch/local.sh 2: both processes gather the same feature sample and fit it with the same
+  seed, so they log the same centroid digest, which is also the one in the cluster row."""
+  import re
+  import subprocess
+  import sys
+  overrides = {"num_steps": 5, "eval_every": 5, "checkpoint_every": 5, "log_every": 1,
+               "progress": False, "data.image_size": 64, "data.num_train": 32,
+               "data.num_val": 8, "data.num_test": 8, "input.batch_size": 8,
+               "input.eval_batch_size": 8, "model.num_clusters": K,
+               "cdcluster.warmup_fraction": 0.5, "cdcluster.warmup_steps": 4,
+               "cdcluster.cluster_every_steps": 100, "cdcluster.max_samples": 3000,
+               "cdcluster.faiss_threads": 1}
+  cmd = ["bash", "launch/local.sh", "2", sys.executable, "-m", "jaxcd.train", "--config",
+         "configs/cdcluster.py", "--workdir", str(tmp_path)]
+  cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=900,
+                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  found = dict(re.findall(r"process (\d) clustered at step 4: centroids sha1 ([0-9a-f]{40})",
+                          proc.stderr))
+  assert sorted(found) == ["0", "1"], proc.stderr[-3000:]
+  assert found["0"] == found["1"]
+  clus = [r for r in writers.read_metrics(str(tmp_path)) if r["split"] == "cluster"]
+  assert [r["step"] for r in clus] == [4] and clus[0]["centroids_sha1"] == found["0"]
+  assert min(clus[0]["cluster_sizes"]) > 0
