@@ -5,6 +5,8 @@
 Change maps for image pairs of any size, large scenes included: overlapping tiles, blended with a
 linear-ramp window so seams vanish, batched through the jitted model. Writes per pair into DIR:
   <stem>_change.png   0/255 change map            <stem>_prob.png   change probability 0-255
+                      (CDCluster: its change score, > 0.5 where the argmax cluster is a change
+                      cluster of the checkpoint's cluster-to-change map)
   <stem>_overlay.png  with a label: TP white, FP cyan, FN red, TN black, ignored grey;
                       without: predicted changes in red over B
   <stem>_panel.png    A | B | prediction | overlay side by side
@@ -325,20 +327,24 @@ def pair_metrics(label_HxW: np.ndarray, change_HxW: np.ndarray, ignore_label: in
 
 def load_predictor(config, workdir: str, tile: int, checkpoint: str = "best"):
   """(predict_fn for sliding_window_predict, checkpoint info) of a trained run."""
-  if config.method == "cdcluster":
-    # Its k outputs are clusters; the change map lives in the run's checkpoint (not wired here yet).
-    raise ConfigError("config.method=cdcluster: predict does not apply CDCluster's cluster-to-change "
-                      "map yet; use python -m jaxcd.evaluate for its metrics")
   import jax
 
   from jaxcd import parallel
   from jaxcd.methods import common
   mesh = parallel.make_mesh()
   size = fixed_input_size(config) or tile
-  model, state, _, step, which = common.restore_trained(
+  model, state, meta, step, which = common.restore_trained(
       config, workdir, (1, size, size, config.data.num_bands), mesh,
       "best" if checkpoint == "best" else "checkpoints")
-  predict = common.make_predict_fn(model, common.make_normalizer(config))
+  if config.method == "cdcluster":
+    # k cluster outputs: the checkpoint's cluster-to-change map turns them into a change score.
+    from jaxcd.methods import cdcluster
+    cmap = cdcluster.stored_change_map(meta, int(config.model.num_clusters))
+    score = cdcluster.make_change_score_fn(model, common.make_normalizer(config))
+    change_prob = lambda p, bs, a, b: score(p, bs, cmap, a, b)  # noqa: E731
+  else:
+    predict = common.make_predict_fn(model, common.make_normalizer(config))
+    change_prob = lambda p, bs, a, b: predict(p, bs, a, b)[..., 1]  # noqa: E731
   sharding, ndev = parallel.data_sharded(mesh), jax.device_count()
 
   def predict_fn(a_BxHxWxC: np.ndarray, b_BxHxWxC: np.ndarray):
@@ -348,7 +354,7 @@ def load_predictor(config, workdir: str, tile: int, checkpoint: str = "best"):
       a_BxHxWxC, b_BxHxWxC = (np.concatenate([x, np.repeat(x[-1:], extra, 0)])
                               for x in (a_BxHxWxC, b_BxHxWxC))
     a, b = jax.device_put(a_BxHxWxC, sharding), jax.device_put(b_BxHxWxC, sharding)
-    return predict(state.params, state.batch_stats, a, b)[:n, ..., 1]
+    return change_prob(state.params, state.batch_stats, a, b)[:n]
 
   return predict_fn, {"checkpoint": which, "step": int(step)}
 

@@ -165,6 +165,27 @@ def make_eval_step(model, normalize, ignore_label: int, mesh):
   return jax.jit(step, out_shardings=parallel.replicated(mesh))
 
 
+def stored_change_map(meta: dict, k: int) -> np.ndarray:
+  """The cluster-to-change map a checkpoint holds (the warm-up map if it has none yet)."""
+  return np.asarray(meta.get("change_map", warmup_change_map(k)), np.int32)
+
+
+def make_change_score_fn(model, normalize):
+  """(params, batch_stats, change_map_K, a, b) -> BxHxW change score in [0, 1] for prediction:
+  0.5 + (max softmax over change clusters - max over the others) / 2. It is > 0.5 exactly where
+  the argmax cluster is a change cluster (the evaluation's rule), and, unlike that 0/1 map,
+  varies smoothly, so overlapping prediction windows can be blended."""
+  def score(params, batch_stats, change_map_K, a, b):
+    out, _ = common.apply_model(model, params, batch_stats, normalize(a), normalize(b),
+                                train=False)
+    p = jax.nn.softmax(out["logits"].astype(jnp.float32), axis=-1)
+    is_change = jnp.asarray(change_map_K, jnp.int32) > 0
+    p_change = jnp.max(jnp.where(is_change, p, 0.0), axis=-1)
+    p_other = jnp.max(jnp.where(is_change, 0.0, p), axis=-1)
+    return 0.5 + 0.5 * (p_change - p_other)
+  return jax.jit(score)
+
+
 def make_count_step(model, normalize, k: int, ignore_label: int, mesh):
   """(params, batch_stats, batch) -> K x 2 counts of (predicted cluster, true label 0/1)."""
   def step(params, batch_stats, batch):
@@ -451,8 +472,7 @@ def evaluate_workdir(config, workdir: str, split: str, checkpoint: str = "best")
   model, state, meta, step, which = common.restore_trained(
       config, workdir, shape, mesh, checkpointing.BEST if checkpoint == "best" else checkpointing.LATEST)
   eval_step = make_eval_step(model, common.make_normalizer(config), config.loss.ignore_label, mesh)
-  cmap = jnp.asarray(meta.get("change_map", warmup_change_map(int(config.model.num_clusters))),
-                     jnp.int32)
+  cmap = jnp.asarray(stored_change_map(meta, int(config.model.num_clusters)))
   res = common.evaluate(lambda p, bs, b: eval_step(p, bs, cmap, b), state.params,
                         state.batch_stats, source, config, mesh, split)
   return {"split": split, "step": int(step), "checkpoint": which, "pairs": len(source),

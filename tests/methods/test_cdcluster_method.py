@@ -218,6 +218,28 @@ def test_evaluate_workdir_matches_the_final_test_row(run):
       assert res[key] == pytest.approx(final["test"][key], abs=1e-9)
 
 
+def test_predict_applies_the_stored_change_map_like_evaluate(run, tmp_path):
+  # One 64x64 window per pair (no blending): predict's change maps must give exactly the
+  # confusion matrix of the evaluation, which maps argmax clusters through the checkpoint's map.
+  from PIL import Image
+  from jaxcd import predict
+  from jaxcd.data import source_from_config
+  workdir, _ = run
+  config = tiny_config()
+  pairs = []
+  for r in source_from_config(config.data, "test"):
+    paths = [tmp_path / f"{r['id']}_{x}.png" for x in ("a", "b", "label")]
+    for path, x in zip(paths, (r["image_a"], r["image_b"], r["label"] * np.uint8(255))):
+      Image.fromarray(x).save(path)
+    pairs.append(predict.Pair(*paths))
+  res = predict.predict_pairs(config, workdir, pairs, tmp_path / "out", tile=64, overlap=0)
+  cm = np.sum([p["metrics"]["confusion_matrix"] for p in res["pairs"]], axis=0)
+  expected = cdc.evaluate_workdir(config, workdir, "test")
+  assert res["checkpoint"] == "best"
+  np.testing.assert_array_equal(cm, expected["confusion_matrix"])
+  assert 0 < cm[1, 1] < cm[:, 1].sum() + cm[1, :].sum()  # not a trivial all-or-nothing map
+
+
 def test_checkpoint_holds_centroids_labels_and_warmup_only_change_map(run):
   workdir, _ = run
   config = tiny_config()
