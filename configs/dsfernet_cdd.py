@@ -9,7 +9,9 @@ Expect (paper Table I, CDD): P 93.70, R 96.69, F1 95.17, OA 98.84, IoU 90.79.
 
 Paper vs official code (defaults = paper): schedule linear (code --config.optim.schedule=poly,
 stop at 15k); lam 1 (paper Table V best; code help string 0.1: --config.loss.lam=0.1); RGB order
-(the code feeds BGR with these statistics reversed).
+(the code feeds BGR with these statistics reversed: --config.data.band_order="(2,1,0)"
+--config.data.mean="(103.5061,113.4304,105.4610)" --config.data.std="(61.7836,64.5690,60.5640)",
+what its checkpoints expect).
 """
 from jaxcd.config_base import sibling
 

@@ -18,10 +18,11 @@ Paper vs official code (github ShizhenChang/Dsfer-Net, Train.py); paper values a
   stop            paper 30k            code stops at 15k of its 30k poly schedule: --config.num_steps=15000
                                        decays over 15k instead (jaxcd has no separate decay horizon)
   lam             paper 0.1 (Table V)  code help string 0.01: --config.loss.lam=0.01
-  bands           RGB, per-dataset mean/std below in RGB order. The code reads BGR (cv2) with the
-                  same statistics in BGR order; an official checkpoint converted by
-                  `python -m jaxcd.convert` expects BGR input, which jaxcd does not feed yet
-                  (a `data.band_order` option is proposed), so its scores here will be lower.
+  bands           paper/jaxcd RGB, with the per-dataset mean/std below in RGB order. The code
+                  reads BGR (cv2) with the same statistics in BGR order, and its checkpoints
+                  (`python -m jaxcd.convert`) expect that: --config.data.band_order="(2,1,0)"
+                  --config.data.mean="(85.4457,100.0701,101.4625)"
+                  --config.data.std="(44.1588,47.9116,50.1835)"
 """
 from jaxcd.config_base import sibling
 

@@ -10,7 +10,9 @@ Expect (paper Table I, WHU-CD): P 94.17, R 91.04, F1 92.58, OA 99.46, IoU 86.18.
 
 Paper vs official code (defaults = paper): lr 1e-5 (code --config.optim.lr=5e-5); schedule linear
 (code --config.optim.schedule=poly, stop at 15k); lam 0.01 (paper Table V best; code help string
-1: --config.loss.lam=1); RGB order (the code feeds BGR with these statistics reversed).
+1: --config.loss.lam=1); RGB order (the code feeds BGR with these statistics reversed:
+--config.data.band_order="(2,1,0)" --config.data.mean="(107.9191,118.1207,123.3417)"
+--config.data.std="(51.0839,47.8814,49.5432)", what its checkpoints expect).
 """
 from jaxcd.config_base import sibling
 

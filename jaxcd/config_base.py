@@ -15,7 +15,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.name = "synthetic"  # a registered source: jaxcd.data.list_sources()
   c.data.data_dir = ""  # dataset root for on-disk sources; unused by 'synthetic'
   c.data.num_bands = 3  # bands per image; checked against the files
-  # Per-band normalisation in 0-255 space applied on device: x = (x - mean) / std.
+  # Bands fed to the network, as indices into the stored bands: () = as stored; (2, 1, 0) turns
+  # RGB files into the BGR input of models trained with OpenCV (the official Dsfer-Net code).
+  c.data.band_order = ()
+  # Per-band normalisation in 0-255 space applied on device, after band_order (so mean/std are
+  # in the fed order): x = (x[..., band_order] - mean) / std.
   c.data.mean = (127.5, 127.5, 127.5)
   c.data.std = (127.5, 127.5, 127.5)
 

@@ -15,7 +15,7 @@ from jaxcd.models.layers import count_params
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 NAMES = ("dsfernet", "dsfernet_levir", "dsfernet_whu", "dsfernet_cdd", "bit", "fc_ef_res")
-COMMON_DATA = {"name", "data_dir", "num_bands", "mean", "std"}  # every source takes and ignores these
+COMMON_DATA = {"name", "data_dir", "num_bands", "band_order", "mean", "std"}  # every source takes and ignores these
 
 
 def _config(name):
@@ -87,3 +87,17 @@ def test_embedded_dsfernet_config_is_consistent():
   base = jnp.asarray(loss_fn(out, labels)[0])
   out2 = dict(out, aux4=out["aux4"].at[..., 1].set(5.0))
   assert float(jnp.asarray(loss_fn(out2, labels)[0])) != pytest.approx(float(base))
+
+
+def test_band_order_feeds_bgr_with_statistics_in_the_fed_order():
+  from jaxcd.errors import ConfigError
+  c = _config("dsfernet_levir")
+  rgb_mean, rgb_std = np.array(c.data.mean), np.array(c.data.std)
+  c.data.band_order = (2, 1, 0)  # what the official code's cv2.imread gives the network
+  c.data.mean, c.data.std = tuple(rgb_mean[::-1]), tuple(rgb_std[::-1])
+  x = np.random.default_rng(0).integers(0, 256, (1, 4, 4, 3)).astype(np.uint8)
+  got = np.asarray(common.make_normalizer(c)(jnp.asarray(x)))
+  np.testing.assert_allclose(got, (x[..., ::-1] - rgb_mean[::-1]) / rgb_std[::-1], atol=1e-5)
+  c.data.band_order = (0, 0, 1)
+  with pytest.raises(ConfigError, match="band_order"):
+    common.make_normalizer(c)

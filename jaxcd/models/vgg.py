@@ -19,13 +19,11 @@ CONV_NAMES = tuple(f"conv{s}_{i}" for s, widths in enumerate(VGG16_WIDTHS, start
 # Index of each conv in torchvision's vgg16().features (ReLUs and max-pools sit in between).
 TORCHVISION_CONV_INDICES = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 
-# PyTorch's default Conv2d init (kaiming_uniform with a=sqrt(5)): U(+-1/sqrt(fan_in)).
-torch_default_kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
-
-
-def torch_default_bias_init(fan_in: int):
-  bound = 1.0 / fan_in ** 0.5
-  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+# torchvision's VGG init (`VGG._initialize_weights`, what `vgg16(weights=None)` gives):
+# kaiming_normal(mode="fan_out", nonlinearity="relu"), zero bias. PyTorch's plain Conv2d default
+# (U(+-1/sqrt(fan_in))) shrinks the activation variance ~6x per layer: through 13 convs without
+# BatchNorm the signal vanishes and a randomly initialised encoder barely trains.
+vgg_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 class VGG16Features(nn.Module):
@@ -36,15 +34,13 @@ class VGG16Features(nn.Module):
   def __call__(self, x_BxHxWxC: jax.Array) -> tuple[jax.Array, ...]:
     x = x_BxHxWxC.astype(self.dtype)
     taps = []
-    c_in = x.shape[-1]
     for stage, widths in enumerate(VGG16_WIDTHS, start=1):
       if stage > 1:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       for i, width in enumerate(widths, start=1):
         x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                    kernel_init=torch_default_kernel_init,
-                    bias_init=torch_default_bias_init(9 * c_in), name=f"conv{stage}_{i}")(x)
+                    kernel_init=vgg_kernel_init, bias_init=nn.initializers.zeros,
+                    name=f"conv{stage}_{i}")(x)
         x = nn.relu(x)
-        c_in = width
       taps.append(x)
     return tuple(taps)
