@@ -42,3 +42,4 @@ def _import_all():
   from jaxcd.models import cdcluster  # noqa: F401
   from jaxcd.models import fc_ef_res  # noqa: F401
   from jaxcd.models import bit  # noqa: F401
+  from jaxcd.models import rcr  # noqa: F401

@@ -8,7 +8,9 @@ One module serves every variant the methods need:
     stage's own (`output_stride(8)` -> strides (1, 2, 1, 1), dilations (1, 1, 2, 4));
   - `deep_stem`: three 3x3 convs 3->64 (stride 2), 64->64, 64->128 instead of the 7x7 conv (the
     PSPNet/SemiCD ResNet-50 of RCL);
-  - `num_stages < 4` truncates the trunk (BiT stops after stage 3, "layer3").
+  - `num_stages < 4` truncates the trunk (BiT stops after stage 3, "layer3");
+  - `width`: the stem and stage widths scale by `width / 64` (stage widths width*(1, 2, 4, 8),
+    deep stem width, width, 2*width), for reduced CPU configs; 64 is the standard ResNet.
 
 Submodule names follow torchvision's state dict (`layer2.0.downsample.0.weight` ->
 `layer2_0/downsample_conv/kernel`), so `jaxcd.convert` maps ImageNet weights with a table.
@@ -101,6 +103,7 @@ class ResNet(nn.Module):
   strides: Sequence[int] = (1, 2, 2, 2)  # first-block stride per stage
   dilations: Sequence[int] = (1, 1, 1, 1)  # per stage (see the module docstring)
   deep_stem: bool = False
+  width: int = 64  # base width; 64 is torchvision's (see the module docstring)
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -108,21 +111,24 @@ class ResNet(nn.Module):
     n = len(self.stage_sizes)
     if not (len(self.strides) >= n and len(self.dilations) >= n):
       raise ValueError(f"resnet: {n} stages need {n} strides and dilations")
+    if self.width <= 0:
+      raise ValueError(f"resnet: width must be positive, got {self.width}")
     block_cls = BLOCKS[self.block]
+    w = self.width
     x = x_BxHxWxC.astype(self.dtype)
     if self.deep_stem:
-      for i, (width, s) in enumerate(((64, 2), (64, 1), (128, 1)), start=1):
+      for i, (width, s) in enumerate(((w, 2), (w, 1), (2 * w, 1)), start=1):
         x = _conv(width, 3, s, dtype=self.dtype, name=f"conv{i}")(x)
         x = nn.relu(batch_norm(train, self.dtype, f"bn{i}")(x))
     else:
-      x = _conv(64, 7, 2, dtype=self.dtype, name="conv1")(x)
+      x = _conv(w, 7, 2, dtype=self.dtype, name="conv1")(x)
       x = nn.relu(batch_norm(train, self.dtype, "bn1")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     outs = []
     prev_dilation = 1
     for s, blocks in enumerate(self.stage_sizes):
       for i in range(blocks):
-        x = block_cls(STAGE_WIDTHS[s], strides=self.strides[s] if i == 0 else 1,
+        x = block_cls(STAGE_WIDTHS[s] * w // 64, strides=self.strides[s] if i == 0 else 1,
                       dilation=prev_dilation if i == 0 else self.dilations[s], dtype=self.dtype,
                       name=f"layer{s + 1}_{i}")(x, train)
       prev_dilation = self.dilations[s]
