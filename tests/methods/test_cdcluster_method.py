@@ -172,6 +172,21 @@ def test_paper_config():
   assert c.data.name == "levir_cd"
 
 
+def test_sztaki_config_reads_the_real_tiles():
+  c = sibling(str(REPO / "configs" / "x.py"), "cdcluster_sztaki")
+  data_dir = REPO / c.data.data_dir
+  if not data_dir.is_dir():
+    pytest.skip(f"real data absent: {data_dir}")
+  from jaxcd.data import source_from_config
+  c.data.data_dir = str(data_dir)
+  train = source_from_config(c.data, "train")
+  assert len(train) == 99 and train[0]["image_a"].shape == (256, 256, 3)
+  assert c.input.augment == "flip_rot_crop" and c.input.crop_size == 128
+  # the warm-up tiles the 30% default would draw: only tiles with >= 3% change
+  idx = cdc.warmup_indices(train, c.cdcluster.warmup_fraction, c.cdcluster.min_change, c.seed)
+  assert all(np.mean(train[int(i)]["label"] == 1) >= 0.03 for i in idx)
+
+
 # --- end to end --------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
