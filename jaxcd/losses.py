@@ -57,3 +57,34 @@ def dsfernet_loss(outputs: dict[str, jax.Array], labels_BxHxW: jax.Array,
   y4 = jax.nn.one_hot(max_pool_labels(labels_BxHxW, 8, ignore_label), k)
   y5 = jax.nn.one_hot(max_pool_labels(labels_BxHxW, 16, ignore_label), k)
   return ce + lam * 0.5 * (dice_loss(outputs["aux4"], y4) + dice_loss(outputs["aux5"], y5))
+
+
+def contrastive_loss(logits_real_BxHxWxK: jax.Array, logits_nochange_BxHxWxK: jax.Array,
+                     labels_BxHxW: jax.Array, *, ignore_label: int = 255) -> jax.Array:
+  """RCL's pixel contrastive loss L_ct = L_p + L_n (Wang et al., paper eqs. 8-10; official code
+  `comtrastive_loss`), for 2 classes (0 = no change, 1 = change).
+
+  P = softmax(real pair (A, B)), N = softmax(its no-change pair, e.g. (A + eta, A + eta')); the
+  label (or pseudo-label) M of the real pair splits the pixels:
+    unchanged (M = 0), positive pixels, the two pairs should agree:  (P_0 - N_0)^2
+      (= (P_1 - N_1)^2 with two classes, so this is the MSE over both channels);
+    changed (M = 1), negative pixels, the pairs should be opposite: the real pair's change
+      probability should equal the no-change pair's no-change probability and vice versa:
+      (P_1 - N_0)^2 + (P_0 - N_1)^2.
+  The sum over pixels is divided by the number of non-ignored pixels of the batch (not by the
+  count of each region): the official code's mean over all pixels, so the rare changed pixels
+  are not up-weighted. Pixels labelled `ignore_label` (padding, cutout) count nowhere. Gradients
+  flow into both P and N, as in the code.
+  """
+  if logits_real_BxHxWxK.shape[-1] != 2:
+    raise ValueError(f"contrastive_loss needs 2 classes, got {logits_real_BxHxWxK.shape[-1]}")
+  p = jax.nn.softmax(logits_real_BxHxWxK.astype(jnp.float32), axis=-1)
+  n = jax.nn.softmax(logits_nochange_BxHxWxK.astype(jnp.float32), axis=-1)
+  labels = labels_BxHxW.astype(jnp.int32)
+  valid = labels != ignore_label
+  changed = valid & (labels == 1)
+  unchanged = valid & (labels == 0)
+  l_p = jnp.square(p[..., 0] - n[..., 0])
+  l_n = jnp.square(p[..., 1] - n[..., 0]) + jnp.square(p[..., 0] - n[..., 1])
+  total = jnp.sum(jnp.where(unchanged, l_p, 0.0)) + jnp.sum(jnp.where(changed, l_n, 0.0))
+  return total / jnp.maximum(jnp.sum(valid), 1)

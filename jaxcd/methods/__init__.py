@@ -3,7 +3,7 @@ import importlib
 
 from jaxcd.errors import ConfigError
 
-METHODS = ("supervised", "cva", "cdcluster")
+METHODS = ("supervised", "cva", "cdcluster", "rcl")
 
 
 def get_method(name: str):

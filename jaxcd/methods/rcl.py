@@ -1,0 +1,577 @@
+"""RCL: reliable contrastive learning for semi-supervised change detection (Wang et al.,
+../shared/papers/rcl.txt; official code github VCISwang/RC-Change-Detection).
+
+0. Split: `rcl.label_fraction` of the training split is labeled (drawn with `config.seed`, stored
+   in WORKDIR/splits/, reused on resume, `jaxcd.data.semi`); the rest is unlabeled, or the
+   unlabeled pairs come from another dataset (`rcl.unlabeled_data`, paper Table VI).
+1. Stage 1 on the labeled pairs (`input.batch_size` per step): CE + lambda * L_ct
+   (`losses.contrastive_loss`). Every pair (A, B) goes through the network together with its
+   no-change companion (`rcl.nochange`: "perturb" = the paper's (A + eta, A + eta'), "same" = the
+   code's (A, A) or (B, B)), built on the host after the weak augmentation so the two stay
+   pixel-aligned. The companion enters L_ct only (paper eq. 7, Alg. 1) unless
+   `rcl.nochange_ce` also trains it with CE towards an all-zero label (the official code's
+   `target_l_aug`). Snapshots at steps E//3, 2E//3, E (WORKDIR/stage1/snapshots) and the
+   best-validation model (WORKDIR/stage1/best).
+2. Reliability: one jitted pass of the 3 snapshots and the best model over the unlabeled pairs.
+   Stability of a pair = mean over snapshots of the 2-class mean IoU between the snapshot's
+   argmax and the best model's argmax (classes absent from both maps are left out of the mean,
+   as the code's nanmean). The `rcl.reliable_fraction` most stable pairs (ties: lower index first)
+   are reliable, with the best model's argmax as pseudo-label; the rest become no-change pairs.
+   Written to WORKDIR/splits/{reliable,unreliable}.txt and WORKDIR/pseudo_labels.npz; a
+   `"split": "reliable"` row in metrics.jsonl has the counts, the mean stability of each half and,
+   where the unlabeled pairs have ground truth, the IoU of each model's predictions on each half
+   (paper Fig. 7; ground truth is only read for that row, never for training).
+3. Stage 2, re-initialised (seed + 1, then `init.backbone` if set; `rcl.stage2_init="stage1"`
+   starts instead from the stage-1 best model, a fresh optimizer state, for runs without
+   pretrained weights where a random restart must relearn everything): batches of `rcl.n_labeled`
+   labeled pairs + (input.batch_size - n_labeled) unlabeled ones from two grain pipelines;
+   reliable pairs get their pseudo-label and the strong augmentation, unreliable ones are (A, A) or
+   (B, B) with an all-zero label; CE + lambda * L_ct on all of them (the code's choice; Alg. 1
+   skips L_ct for unreliable pairs, where it only asks for agreement with the companion).
+   Checkpoints in WORKDIR/ (the standard layout: `jaxcd.evaluate` and `jaxcd.predict` load the
+   final model).
+
+`rcl.mode = "sup_only"` is the paper's "Sup. only" baseline: stage 1 with plain CE on the
+labeled pairs (no companions, no L_ct), no stage 2. With no unlabeled pair (label_fraction 1 and
+no `unlabeled_data`) an "rcl" run also stops after stage 1 (the paper's "Ours. pre" at 100%).
+Without stage 2 the stage-1 best model is also saved as WORKDIR/best.
+
+Optimiser: `config.optim` for both stages, the schedule spanning each stage. The official code
+uses SGD (momentum 0.9, weight decay 1e-4, poly 0.9) with the backbone at lr / 10:
+`rcl.backbone_lr_mult` scales the SGD gradient plus weight-decay term of the parameters under
+`rcl.backbone_params`, which for (momentum) SGD is exactly a per-group learning rate and keeps the
+optimizer state identical to `common.make_optimizer`'s (so standard tools restore checkpoints).
+
+Steps are global across stages: stage 1 is steps 1..S1, stage 2 is S1+1..S1+S2 (its state's own
+counter and schedule restart at 0); every train/val/test row carries `stage`. A killed run resumes
+in its stage: stage 2 reads its reliable set back from the workdir. Final rows: the best model of
+each stage on `eval_splits`, with `"checkpoint": "best"` and its `stage`.
+"""
+import logging
+import math
+import os
+import time
+import types
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxcd import checkpointing, losses, metrics as metrics_lib, parallel, writers
+from jaxcd.data import augment as augment_lib, pipeline, semi, source_from_config
+from jaxcd.errors import ConfigError, DataError
+from jaxcd.methods import common
+
+MODES = ("rcl", "sup_only")
+STAGE2_INITS = ("reinit", "stage1")
+STAGE1_DIR, PSEUDO_FILE = "stage1", "pseudo_labels.npz"
+SNAPSHOT_DIR = os.path.join(STAGE1_DIR, "snapshots")
+
+
+# --- config ------------------------------------------------------------------------------------
+
+def _check_config(config) -> None:
+  rc = config.rcl
+  if rc.mode not in MODES:
+    raise ConfigError(f"config.rcl.mode must be one of {', '.join(MODES)}, not {rc.mode!r}")
+  if rc.stage2_init not in STAGE2_INITS:
+    raise ConfigError(f"config.rcl.stage2_init must be one of {', '.join(STAGE2_INITS)}, not "
+                      f"{rc.stage2_init!r}")
+  if rc.nochange not in semi.NOCHANGE_MODES:
+    raise ConfigError(f"config.rcl.nochange must be one of {', '.join(semi.NOCHANGE_MODES)}, "
+                      f"not {rc.nochange!r}")
+  if not 0 < rc.label_fraction <= 1:
+    raise ConfigError(f"config.rcl.label_fraction must be in (0, 1], got {rc.label_fraction}")
+  if not 0 <= rc.reliable_fraction <= 1:
+    raise ConfigError(f"config.rcl.reliable_fraction must be in [0, 1], got {rc.reliable_fraction}")
+  if rc.ct_weight < 0:
+    raise ConfigError(f"config.rcl.ct_weight must be >= 0, got {rc.ct_weight}")
+  if not 0 < rc.n_labeled < config.input.batch_size:
+    raise ConfigError(f"config.rcl.n_labeled must be in [1, input.batch_size - 1] "
+                      f"(= [1, {config.input.batch_size - 1}]), got {rc.n_labeled}")
+  if int(config.model.num_classes) != 2:
+    raise ConfigError(f"config.model.num_classes must be 2 for RCL, got {config.model.num_classes}")
+  for name in ("stage1", "stage2"):
+    if rc[f"{name}_steps"] < 0 or rc[f"{name}_epochs"] <= 0:
+      raise ConfigError(f"config.rcl.{name}_steps must be >= 0 and config.rcl.{name}_epochs > 0")
+  if rc.backbone_lr_mult <= 0:
+    raise ConfigError(f"config.rcl.backbone_lr_mult must be > 0, got {rc.backbone_lr_mult}")
+  if rc.backbone_lr_mult != 1 and config.optim.name != "sgd":
+    raise ConfigError(f"config.rcl.backbone_lr_mult={rc.backbone_lr_mult} needs "
+                      f"config.optim.name='sgd' (Adam is invariant to gradient scale), got "
+                      f"{config.optim.name!r}")
+  if rc.backbone_lr_mult != 1 and config.optim.grad_clip:
+    raise ConfigError("config.rcl.backbone_lr_mult != 1 is exact only without clipping: set "
+                      "config.optim.grad_clip=0")
+  if rc.evals_per_stage <= 0 and config.eval_every <= 0:
+    raise ConfigError("config.eval_every or config.rcl.evals_per_stage must be > 0")
+
+
+def stage_steps(rc, stage: int, pairs: int, per_step: int) -> int:
+  """`rcl.stage{k}_steps` if > 0, else ceil(`rcl.stage{k}_epochs` * pairs / per_step): an epoch
+  is one pass over the labeled pairs (stage 1) or the unlabeled pool (stage 2)."""
+  fixed = int(rc[f"stage{stage}_steps"])
+  if fixed > 0:
+    return fixed
+  return max(1, math.ceil(float(rc[f"stage{stage}_epochs"]) * pairs / per_step))
+
+
+def snapshot_steps(steps: int) -> list[int]:
+  """E//3, 2E//3, E (the official code's epochs), for E >= 3 stage-1 steps."""
+  if steps < 3:
+    raise ConfigError(f"stage 1 has {steps} steps: the 3 snapshots need >= 3 "
+                      "(config.rcl.stage1_steps or stage1_epochs)")
+  return [steps // 3, 2 * steps // 3, steps]
+
+
+def eval_every(config, steps: int) -> int:
+  if config.eval_every > 0:
+    return int(config.eval_every)
+  return max(1, steps // int(config.rcl.evals_per_stage))
+
+
+# --- the training step -------------------------------------------------------------------------
+
+def backbone_multipliers(params: Any, prefix: str, mult: float) -> Any:
+  """A pytree like `params`: `mult` for the leaves under the top-level key `prefix`, else 1."""
+  if mult == 1:
+    return jax.tree_util.tree_map(lambda _: 1.0, params)
+  if prefix not in params:
+    raise ConfigError(f"config.rcl.backbone_params: the model has no parameters under {prefix!r} "
+                      f"(top level: {', '.join(sorted(params))}); set backbone_lr_mult=1")
+  return {k: jax.tree_util.tree_map(lambda _, m=(mult if k == prefix else 1.0): m, v)
+          for k, v in params.items()}
+
+
+def group_lr_grads(grads: Any, params: Any, multipliers: Any, weight_decay: float) -> Any:
+  """Gradients that make `common.make_optimizer`'s SGD (which adds weight_decay * p, then
+  momentum) update each leaf as torch's SGD with lr * m for that leaf: m * g + (m - 1) * wd * p
+  becomes m * (g + wd * p) once the decay is added, and momentum is linear."""
+  return jax.tree_util.tree_map(
+      lambda g, p, m: g if m == 1.0 else g * m + (m - 1.0) * weight_decay * p,
+      grads, params, multipliers)
+
+
+def with_group_lr(tx: optax.GradientTransformation, multipliers: Any,
+                  weight_decay: float) -> optax.GradientTransformation:
+  """`tx` with per-leaf learning-rate multipliers (`group_lr_grads`); the same state as `tx`."""
+  def update(grads, state, params=None):
+    return tx.update(group_lr_grads(grads, params, multipliers, weight_decay), state, params)
+  return optax.GradientTransformation(tx.init, update)
+
+
+def packed_normalizer(normalize, bands: int):
+  """Normalises a packed batch B x H x W x 2C [pair | companion] into the 2B images the network
+  sees in one call: the B pairs' images, then the B companions' (`semi.RclAugment`)."""
+  def norm(x_BxHxWx2C: jax.Array) -> jax.Array:
+    x, companion = semi.split_companion(x_BxHxWx2C, bands)
+    return jnp.concatenate([normalize(x), normalize(companion)])
+  return norm
+
+
+def make_loss(*, contrastive: bool, ct_weight: float, nochange_ce: bool, class_weights=(),
+              ignore_label: int = 255):
+  """(outputs, labels_BxHxW) -> (loss, parts). With `contrastive` the logits are 2B: the pairs,
+  then their no-change companions (labelled all zero when `nochange_ce`)."""
+  def ce(logits, labels):
+    return losses.cross_entropy(logits, labels, class_weights=class_weights,
+                                ignore_label=ignore_label)
+
+  def loss_fn(outputs, labels):
+    logits = outputs["logits"]
+    if not contrastive:
+      loss = ce(logits, labels)
+      return loss, {"ce": loss}
+    real, nochange = jnp.split(logits, 2, axis=0)
+    ce_loss = (ce(logits, jnp.concatenate([labels, jnp.zeros_like(labels)])) if nochange_ce
+               else ce(real, labels))
+    ct = losses.contrastive_loss(real, nochange, labels, ignore_label=ignore_label)
+    return ce_loss + ct_weight * ct, {"ce": ce_loss, "ct": ct}
+  return loss_fn
+
+
+def concat_batches(batches: list[dict]) -> dict:
+  """One global batch from the streams' global batches (labeled first), on device."""
+  if len(batches) == 1:
+    return batches[0]
+  return {k: jnp.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+# --- reliability -------------------------------------------------------------------------------
+
+def pair_mean_iou(p_BxHxW: jax.Array, q_BxHxW: jax.Array) -> jax.Array:
+  """Per pair, the mean over classes {0, 1} present in p or q of IoU(p == c, q == c)."""
+  ious, present = [], []
+  for c in (0, 1):
+    pc, qc = p_BxHxW == c, q_BxHxW == c
+    inter = jnp.sum(pc & qc, axis=(1, 2)).astype(jnp.float32)
+    union = jnp.sum(pc | qc, axis=(1, 2)).astype(jnp.float32)
+    ious.append(jnp.where(union > 0, inter / jnp.maximum(union, 1), 0.0))
+    present.append((union > 0).astype(jnp.float32))
+  return sum(ious) / jnp.maximum(sum(present), 1)
+
+
+def make_stability_step(model, normalize, ignore_label: int, mesh):
+  """Jitted (snapshot_variables, best_variables, batch) -> dict of per-pair, replicated:
+  `stability` B, `ious` B x S (snapshot vs best), `pseudo` uint8 BxHxW (best argmax),
+  `confusion` B x (S + 1) x 2 x 2 (each model vs the batch's label; snapshots, then best),
+  `index`, `valid`."""
+  def step(snapshots, best, batch):
+    a, b = normalize(batch["image_a"]), normalize(batch["image_b"])
+    pred = lambda v: jnp.argmax(model.apply(v, a, b, train=False)["logits"], axis=-1)
+    best_pred = pred(best)
+    preds = [pred(v) for v in snapshots]
+    ious = jnp.stack([pair_mean_iou(p, best_pred) for p in preds], axis=1)
+    cm = jax.vmap(lambda p, y: metrics_lib.confusion_matrix(p, y, 2, ignore_label))
+    conf = jnp.stack([cm(p, batch["label"]) for p in preds + [best_pred]], axis=1)
+    return {"stability": jnp.mean(ious, axis=1), "ious": ious,
+            "pseudo": best_pred.astype(jnp.uint8), "confusion": conf,
+            "index": batch["index"], "valid": batch["valid"]}
+  return jax.jit(step, out_shardings=parallel.replicated(mesh))
+
+
+def stability_pass(stability_step, snapshots, best, source, config, mesh) -> dict[str, np.ndarray]:
+  """Runs `stability_step` over all of `source` (every pair once): arrays in source order."""
+  n = len(source)
+  ds = pipeline.eval_dataset(source, global_batch_size=config.input.eval_batch_size,
+                             process_index=jax.process_index(), process_count=jax.process_count())
+  out: dict[str, np.ndarray] = {}
+  bar = common.progress(config, pipeline.eval_num_batches(n, config.input.eval_batch_size), 0,
+                        "reliability")
+  for batch in ds:
+    r = jax.device_get(stability_step(snapshots, best, parallel.to_global(batch, mesh)))
+    keep = np.asarray(r["valid"], bool)
+    idx = np.asarray(r["index"])[keep]
+    for k in ("stability", "ious", "pseudo", "confusion"):
+      v = np.asarray(r[k])[keep]
+      if k not in out:
+        out[k] = np.zeros((n,) + v.shape[1:], v.dtype)
+      out[k][idx] = v
+    bar.update(1)
+  bar.close()
+  return out
+
+
+def rank_reliable(stability_N: np.ndarray, fraction: float) -> np.ndarray:
+  """Boolean mask of the floor(fraction * N) most stable pairs (ties: lower index first)."""
+  n = len(stability_N)
+  k = int(math.floor(fraction * n + 1e-9))
+  order = np.argsort(-np.asarray(stability_N, np.float64), kind="stable")
+  mask = np.zeros(n, bool)
+  mask[order[:k]] = True
+  return mask
+
+
+def _iou(cm_2x2: np.ndarray) -> float | None:
+  tp, fp, fn = cm_2x2[1, 1], cm_2x2[0, 1], cm_2x2[1, 0]
+  if cm_2x2.sum() == 0:
+    return None  # no ground truth
+  return round(float(tp / max(tp + fp + fn, 1)), 4)
+
+
+def reliability_row(res: dict[str, np.ndarray], reliable: np.ndarray) -> dict[str, Any]:
+  """Counts, mean stability and (where there is ground truth) IoU of each half."""
+  row: dict[str, Any] = {"pairs": int(len(reliable)), "reliable": int(reliable.sum()),
+                         "unreliable": int((~reliable).sum())}
+  for name, m in (("reliable", reliable), ("unreliable", ~reliable)):
+    row[f"stability_{name}"] = round(float(res["stability"][m].mean()), 4) if m.any() else None
+    cm = res["confusion"][m].sum(axis=0).astype(np.int64) if m.any() else None
+    # The best model's pseudo-labels (the last model), and each snapshot's predictions (Fig. 7).
+    row[f"pseudo_iou_{name}"] = None if cm is None else _iou(cm[-1])
+    row[f"snapshot_iou_{name}"] = None if cm is None else [_iou(c) for c in cm[:-1]]
+  row["pseudo_iou_all"] = _iou(res["confusion"][:, -1].sum(axis=0).astype(np.int64))
+  return row
+
+
+def _save_npz(path: str, **arrays) -> None:
+  tmp = path + ".tmp.npz"
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def load_reliability(workdir: str) -> dict[str, np.ndarray] | None:
+  path = os.path.join(workdir, PSEUDO_FILE)
+  if not os.path.exists(path):
+    return None
+  with np.load(path) as z:
+    return {k: z[k] for k in z.files}
+
+
+# --- the trainer -------------------------------------------------------------------------------
+
+class _Run:
+  """Everything the stages share (sources, model, jitted pieces, writer, checkpointers)."""
+
+  def __init__(self, config, workdir: str):
+    _check_config(config)
+    c, rc = config, config.rcl
+    self.config, self.rc, self.workdir = c, rc, workdir
+    self.mesh = parallel.make_mesh()
+    parallel.check_batch_size(c.input.batch_size)
+    parallel.check_batch_size(c.input.eval_batch_size, "input.eval_batch_size")
+    self.is_main = jax.process_index() == 0
+    self.pidx, self.pcount = jax.process_index(), jax.process_count()
+    self.train_src = source_from_config(c.data, "train")
+    self.val_src = source_from_config(c.data, "val")
+    self.lab_idx, unl_idx = semi.labeled_split(workdir, self.train_src, rc.label_fraction, c.seed,
+                                               write=self.is_main)
+    if rc.unlabeled_data.get("name"):
+      self.unl_src = source_from_config(rc.unlabeled_data, rc.unlabeled_split)
+      self.unl_idx = np.arange(len(self.unl_src))
+      self._check_unlabeled_source()
+    else:
+      self.unl_src, self.unl_idx = self.train_src, unl_idx
+    self.contrastive = rc.mode == "rcl"
+    self.semi = self.contrastive and len(self.unl_idx) > 0
+    self.n_l = int(rc.n_labeled)
+    self.n_u = int(c.input.batch_size) - self.n_l
+    if self.semi:
+      parallel.check_batch_size(self.n_l, "rcl.n_labeled")
+      parallel.check_batch_size(self.n_u, "input.batch_size - rcl.n_labeled")
+    self.steps1 = stage_steps(rc, 1, len(self.lab_idx), c.input.batch_size)
+    self.steps2 = stage_steps(rc, 2, len(self.unl_idx), self.n_u) if self.semi else 0
+    self.snaps = snapshot_steps(self.steps1) if self.semi else []
+
+    self.model = common.build_model(c)
+    self.normalize = common.make_normalizer(c)
+    self.shape = common.sample_shape(self.train_src, c)
+    self.bands = int(c.data.num_bands)
+    self.eval_step = common.make_eval_step(self.model, self.normalize, 2, c.loss.ignore_label,
+                                           self.mesh)
+    self.writer = writers.MetricWriter(workdir, enabled=self.is_main)
+    self.ck = {1: checkpointing.Checkpointer(os.path.join(workdir, STAGE1_DIR),
+                                             keep=c.keep_checkpoints),
+               2: checkpointing.Checkpointer(workdir, keep=c.keep_checkpoints)}
+    self.snap_ck = (checkpointing.Checkpointer(os.path.join(workdir, SNAPSHOT_DIR), keep=3)
+                    if self.semi else None)
+    self.offset = {1: 0, 2: self.steps1}
+    weak = augment_lib.make_augment(c.input.augment, c.input.crop_size)
+    nochange = rc.nochange if self.contrastive else ""
+    self.aug_labeled = semi.RclAugment(weak, None, nochange)
+    self.aug_unlabeled = semi.RclAugment(
+        weak, augment_lib.StrongAugment() if rc.strong_unlabeled else None, nochange)
+    logging.info("rcl (%s): %d labeled / %d unlabeled pairs; stage 1 %d steps%s", rc.mode,
+                 len(self.lab_idx), len(self.unl_idx), self.steps1,
+                 f", stage 2 {self.steps2} steps" if self.semi else ", no stage 2")
+
+  def _check_unlabeled_source(self):
+    if len(self.unl_src) == 0:
+      raise DataError("config.rcl.unlabeled_data: the unlabeled source has no pairs")
+    u, t = self.unl_src[0], self.train_src[0]
+    if u["image_a"].shape[-1] != t["image_a"].shape[-1]:
+      raise ConfigError(f"config.rcl.unlabeled_data: {u['image_a'].shape[-1]} bands, the labeled "
+                        f"pairs have {t['image_a'].shape[-1]}")
+    if not self.config.input.crop_size and u["label"].shape != t["label"].shape:
+      raise ConfigError(f"config.rcl.unlabeled_data: pairs of {u['label'].shape} but labeled ones "
+                        f"of {t['label'].shape}: set config.input.crop_size")
+
+  # --- pieces ---
+
+  def fresh_state(self, stage: int, steps: int):
+    tx, sched = common.make_optimizer(self.config.optim, steps)
+    state = common.create_state(self.model, tx, self.shape, self.config.seed + stage - 1, self.mesh)
+    return common.init_pretrained(state, self.config), tx, sched
+
+  def train_step(self, stage: int, tx, state):
+    c, rc = self.config, self.rc
+    if rc.backbone_lr_mult != 1:
+      tx = with_group_lr(tx, backbone_multipliers(state.params, rc.backbone_params,
+                                                  rc.backbone_lr_mult), c.optim.weight_decay)
+    loss_fn = make_loss(contrastive=self.contrastive, ct_weight=rc.ct_weight,
+                        nochange_ce=rc.nochange_ce, class_weights=tuple(c.loss.class_weights),
+                        ignore_label=c.loss.ignore_label)
+    norm = packed_normalizer(self.normalize, self.bands) if self.contrastive else self.normalize
+    return common.make_train_step(
+        self.model, tx, loss_fn, norm, jax.random.fold_in(jax.random.key(c.seed), stage),
+        self.mesh, jax.tree_util.tree_map(lambda x: x.sharding, state))
+
+  def _stream(self, src, batch: int, stage: int, stream: int, aug):
+    c = self.config
+    return iter(pipeline.train_dataset(
+        src, global_batch_size=batch, seed=semi.stream_seed(c.seed, stage, stream), augment=aug,
+        process_index=self.pidx, process_count=self.pcount, worker_count=c.input.worker_count,
+        prefetch=c.input.prefetch))
+
+  def data(self, stage: int, pool=None) -> semi.JointIterator:
+    b = self.config.input.batch_size
+    if stage == 1:
+      lab = semi.Subset(self.train_src, semi.tile_indices(self.lab_idx, b), semi.LABELED)
+      return semi.JointIterator({"labeled": self._stream(lab, b, 1, 0, self.aug_labeled)})
+    lab = semi.Subset(self.train_src, semi.tile_indices(self.lab_idx, self.n_l), semi.LABELED)
+    unl = semi.Subset(pool, semi.tile_indices(np.arange(len(pool)), self.n_u))
+    return semi.JointIterator({"labeled": self._stream(lab, self.n_l, 2, 0, self.aug_labeled),
+                               "unlabeled": self._stream(unl, self.n_u, 2, 1, self.aug_unlabeled)})
+
+  def evaluate(self, state, src, desc: str) -> dict:
+    return common.evaluate(self.eval_step, state.params, state.batch_stats, src, self.config,
+                           self.mesh, desc)
+
+  # --- a stage ---
+
+  def run_stage(self, stage: int, steps: int, state, tx, sched, it, start: int, meta: dict):
+    """Trains steps start+1..steps of `stage` (local step numbers; rows and checkpoints use the
+    global ones); returns the final state."""
+    c, off, ck = self.config, self.offset[stage], self.ck[stage]
+    train_step = self.train_step(stage, tx, state)
+    watch = common.LossWatch(self.workdir)
+    bar = common.progress(c, off + steps, off + start, f"stage {stage}")
+    view = types.SimpleNamespace(log_every=c.log_every, num_steps=off + steps,
+                                 input=types.SimpleNamespace(batch_size=c.input.batch_size))
+    log = common.TrainLogger(view, self.writer, lambda s: sched(s - off), bar, off + start,
+                             fields=lambda s: {"stage": stage})
+    every = eval_every(c, steps)
+    for s in range(start + 1, steps + 1):
+      g = off + s
+      batch = concat_batches([parallel.to_global(b, self.mesh) for b in next(it).values()])
+      state, m = train_step(state, batch)
+      log(watch.push(g, m))
+      bar.update(1)
+      last = s == steps
+      if s % every == 0 or last:
+        log(watch.drain())  # never evaluate or save a state whose loss is not finite
+        res = self.evaluate(state, self.val_src, "val")
+        self.writer.write({"step": g, "split": "val", "stage": stage, **res})
+        if res["f1"] > meta["best_f1"]:
+          meta = {**meta, "best_f1": res["f1"], "best_step": g}
+          if g not in ck.best.all_steps():  # else saved before a kill: the same state
+            ck.save(g, state, None, meta, best=True)
+        if self.is_main and c.progress:
+          bar.write(f"stage {stage} step {g}: val f1 {res['f1']:.4f} "
+                    f"(best {meta['best_f1']:.4f} @ {meta['best_step']})")
+      if stage == 1 and s in self.snaps:
+        log(watch.drain())
+        # A resumed run re-trains to the same state (same data order and keys): keep the first.
+        if g not in self.snap_ck.latest.all_steps():
+          self.snap_ck.save(g, state, None, {"stage": 1, "snapshot": g})
+      if s % c.checkpoint_every == 0 or last:
+        log(watch.drain())
+        ck.save(g, state, {"grain": it.get_state()}, meta)
+    log(watch.drain())
+    bar.close()
+    return state
+
+  def resume(self, stage: int, state, it) -> tuple[Any, int, dict]:
+    """(state, local start step, meta) from the stage's latest checkpoint, or a fresh start."""
+    ck, off = self.ck[stage], self.offset[stage]
+    meta = {"stage": stage, "best_f1": -1.0, "best_step": None}
+    step = ck.latest_step()
+    if step is None:
+      return state, 0, meta
+    state, data_state, meta, step = ck.restore(checkpointing.abstract_like(state))
+    if data_state is not None:
+      it.set_state(data_state["grain"])
+    self.writer.truncate_after(step)
+    logging.info("resumed stage %d from %s at step %d", stage, self.workdir, step)
+    return state, step - off, meta
+
+  # --- reliability ---
+
+  def reliability(self, abstract) -> dict[str, np.ndarray]:
+    """The reliable set: read back from the workdir, or computed from the stage-1 snapshots."""
+    have = load_reliability(self.workdir)
+    if (have is not None and len(have["indices"]) == len(self.unl_idx)
+        and float(have["reliable_fraction"]) == float(self.rc.reliable_fraction)):
+      return have
+    t0 = time.perf_counter()
+    best = self.ck[1].restore(abstract, which=checkpointing.BEST)
+    if best is None or not set(self.snaps) <= set(self.snap_ck.latest.all_steps()):
+      raise DataError(f"{self.workdir}: stage 1 finished without its snapshots {self.snaps} or "
+                      f"best model ({SNAPSHOT_DIR}/, {STAGE1_DIR}/best/): delete the workdir "
+                      "and rerun")
+    snaps = [self.snap_ck.restore(abstract, step=s)[0] for s in self.snaps]
+    best_state, _, _, best_step = best
+    step_fn = make_stability_step(self.model, self.normalize, self.config.loss.ignore_label,
+                                  self.mesh)
+    pool = semi.Subset(self.unl_src, self.unl_idx)
+    res = stability_pass(step_fn, [s.variables() for s in snaps], best_state.variables(), pool,
+                         self.config, self.mesh)
+    reliable = rank_reliable(res["stability"], self.rc.reliable_fraction)
+    row = {"step": self.steps1, "split": "reliable", "stage": 1,
+           "reliable_fraction": float(self.rc.reliable_fraction), **reliability_row(res, reliable),
+           "snapshot_steps": list(self.snaps), "best_step": int(best_step),
+           "seconds": round(time.perf_counter() - t0, 3)}
+    out = {"indices": self.unl_idx, "reliable": reliable, "stability": res["stability"],
+           "pseudo_labels": res["pseudo"][reliable],
+           "reliable_fraction": np.float64(self.rc.reliable_fraction),
+           "snapshot_steps": np.asarray(self.snaps), "best_step": np.int64(best_step)}
+    if self.is_main:
+      ids = semi.source_ids(self.unl_src)
+      d = os.path.join(self.workdir, semi.SPLIT_DIR)
+      for name, m in (("reliable", reliable), ("unreliable", ~reliable)):
+        semi.write_index_file(os.path.join(d, f"{name}.txt"), self.unl_idx[m], ids,
+                              {"stability": [f"{v:.6f}" for v in res["stability"][m]]})
+      _save_npz(os.path.join(self.workdir, PSEUDO_FILE), **out)
+    if not any(r.get("split") == "reliable" for r in writers.read_metrics(self.workdir)):
+      self.writer.write(row)
+    logging.info("reliability: %d reliable / %d unreliable pairs (stability %s / %s)",
+                 row["reliable"], row["unreliable"], row["stability_reliable"],
+                 row["stability_unreliable"])
+    return out
+
+  # --- final evaluation ---
+
+  def final_rows(self, stage: int, abstract) -> dict[str, dict]:
+    restored = self.ck[stage].restore(abstract, which=checkpointing.BEST)
+    if restored is None:
+      raise DataError(f"{self.workdir}: no best checkpoint of stage {stage}")
+    state, _, _, step = restored
+    out = {}
+    for split in self.config.eval_splits:
+      res = self.evaluate(state, source_from_config(self.config.data, split), split)
+      self.writer.write({"step": int(step), "split": split, "checkpoint": "best", "stage": stage,
+                         **res})
+      out[split] = res
+      if self.is_main:
+        logging.info("stage %d %s: f1 %.4f iou %.4f (checkpoint step %d)", stage, split,
+                     res["f1"], res["iou"], step)
+    return out, state, step
+
+  def close(self):
+    self.writer.close()
+    for ck in list(self.ck.values()) + ([self.snap_ck] if self.snap_ck else []):
+      ck.close()
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Stage 1, reliability and stage 2 (see the module docstring); writes WORKDIR/metrics.jsonl,
+  splits, pseudo-labels and checkpoints; returns the final model's metrics per split, plus the
+  stage-1 best model's as `stage1_<split>` when stage 2 ran."""
+  r = _Run(config, workdir)
+  in_stage2 = r.semi and r.ck[2].latest_step() is not None
+
+  state, tx, sched = r.fresh_state(1, r.steps1)
+  abstract = checkpointing.abstract_like(state)
+  if not in_stage2:
+    it = r.data(1)
+    state, start, meta = r.resume(1, state, it)
+    r.run_stage(1, r.steps1, state, tx, sched, it, start, meta)
+  del state
+
+  if r.semi:
+    rel = r.reliability(abstract)
+    pool = semi.UnlabeledPool(r.unl_src, rel["indices"], rel["reliable"], rel["pseudo_labels"])
+    state, tx, sched = r.fresh_state(2, r.steps2)
+    if r.rc.stage2_init == "stage1":
+      best = r.ck[1].restore(abstract, which=checkpointing.BEST)[0]
+      state = state.replace(params=best.params, batch_stats=best.batch_stats)
+    it = r.data(2, pool)
+    state, start, meta = r.resume(2, state, it)
+    if not in_stage2:
+      # Saved at once: a run killed from here on resumes in stage 2 with this reliable set.
+      r.ck[2].save(r.steps1, state, {"grain": it.get_state()}, meta)
+    r.run_stage(2, r.steps2, state, tx, sched, it, start, meta)
+    del state
+
+  final1, best1, step1 = r.final_rows(1, abstract)
+  if not r.semi:
+    # The stage-1 model is the final one: also the standard WORKDIR/best for jaxcd.evaluate.
+    if r.ck[2].best_step() != step1:
+      r.ck[2].save(step1, best1, None, {"stage": 1, "best_step": step1}, best=True)
+    final = final1
+  else:
+    final, _, _ = r.final_rows(2, abstract)
+    final = {**final, **{f"stage1_{k}": v for k, v in final1.items()}}
+  r.close()
+  return final

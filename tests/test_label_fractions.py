@@ -1,0 +1,94 @@
+"""Label-fraction experiment (RCL Tables II/III/IV/VI): every (method, fraction) gets its own
+workdir and config, the table holds ours beside the paper's, and the command line applies
+--config overrides to every run."""
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import last_json, run_module
+from jaxcd import writers
+from jaxcd.config_base import sibling
+from jaxcd.errors import ConfigError
+from jaxcd.experiments import label_fractions as lf
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fake_train(calls):
+  """Records its calls and writes final test rows like rcl.train_and_evaluate (IoU = f/1000)."""
+  def train(config, workdir):
+    calls.append((config.rcl.mode, config.rcl.label_fraction, config.rcl.stage1_epochs, workdir))
+    w = writers.MetricWriter(workdir, tensorboard=False)
+    f = config.rcl.label_fraction
+    stages = [1] if config.rcl.mode == "sup_only" or f == 1.0 else [1, 2]
+    for s in stages:
+      w.write({"step": 10 * s, "split": "test", "checkpoint": "best", "stage": s,
+               "iou": f / 10 + s / 100, "f1": 0.5, "oa": 0.9, "kappa": 0.4})
+    w.close()
+  return train
+
+
+def test_runs_every_method_and_fraction_and_writes_the_paper_layout(tmp_path):
+  config = sibling(str(REPO / "configs" / "x.py"), "rcl_sztaki")
+  config.rcl.stage1_epochs = 2.0  # an override: every run gets it
+  calls = []
+  rows = lf.run(config, str(tmp_path), [10.0, 100.0], train_fn=fake_train(calls))
+  assert [(m, f, e) for m, f, e, _ in calls] == [
+      ("sup_only", 0.1, 2.0), ("rcl", 0.1, 2.0), ("sup_only", 1.0, 2.0), ("rcl", 1.0, 2.0)]
+  assert [Path(w).name for *_, w in calls] == ["sup_only_10pct", "rcl_10pct", "sup_only_100pct",
+                                               "rcl_100pct"]
+  assert config.rcl.mode == "rcl" and config.rcl.label_fraction == 0.1  # the caller's is untouched
+  got = [(r["method"], r["fraction"], r["iou"], r["paper_iou"], r["stage"]) for r in rows]
+  assert got == [("Sup. only", 10.0, 2.0, 9.85, 1), ("Sup. only", 100.0, 11.0, 39.78, 1),
+                 ("RCL pre", 10.0, 2.0, 12.37, 1), ("RCL pre", 100.0, 11.0, 41.25, 1),
+                 ("RCL", 10.0, 3.0, 12.68, 2)]  # no stage 2 at 100%, nor in the paper
+  md = (tmp_path / "label_fractions.md").read_text().splitlines()
+  assert md[2:] == ["| Method | 10% | 100% |", "|---|---|---|",
+                    "| Sup. only | 2.00 (9.85) | 11.00 (39.78) |",
+                    "| RCL pre | 2.00 (12.37) | 11.00 (41.25) |",
+                    "| RCL | 3.00 (12.68) | - |"]
+  with open(tmp_path / "label_fractions.csv") as f:
+    table = list(csv.DictReader(f))
+  assert len(table) == 5 and table[0]["paper_iou"] == "9.85"
+
+
+def test_paper_tables_and_errors(tmp_path):
+  assert lf.PAPER["VI"]["RCL"]["iou"][100] == 44.54
+  assert lf.PAPER["III"]["RCL"]["oa"][5] == 95.67
+  assert lf.parse_methods("rcl") == ["rcl"]
+  with pytest.raises(ConfigError, match="--methods"):
+    lf.parse_methods("rcr")
+  with pytest.raises(ConfigError, match="--fractions: percentages must be in"):
+    lf.parse_fractions("0.5,120")
+  c = sibling(str(REPO / "configs" / "x.py"), "fc_siam_diff")
+  with pytest.raises(ConfigError, match="config.method must be 'rcl'"):
+    lf.run(c, str(tmp_path), [10.0], train_fn=fake_train([]))
+
+
+def test_command_line_with_overrides(tmp_path):
+  # A config file that swaps the network for FC-Siam-diff (compiles in seconds).
+  cfg = tmp_path / "tiny_rcl.py"
+  cfg.write_text(
+      "import ml_collections\nfrom jaxcd.config_base import sibling\n"
+      f"def get_config():\n  c = sibling({str(REPO / 'configs' / 'x.py')!r}, 'rcl')\n"
+      "  c.model = ml_collections.ConfigDict({'name': 'fc_siam_diff', 'num_classes': 2})\n"
+      "  return c\n")
+  out = tmp_path / "out"
+  proc = run_module("jaxcd.experiments.label_fractions", "--config", str(cfg), "--fractions", "50",
+                    "--methods", "sup_only", "--out", str(out), "--config.progress=False",
+                    "--config.rcl.stage1_steps=3", "--config.eval_every=3",
+                    "--config.data.image_size=32", "--config.data.num_train=16",
+                    "--config.data.num_val=4", "--config.data.num_test=4",
+                    "--config.input.eval_batch_size=4")
+  rows = last_json(proc.stdout)
+  assert [(r["method"], r["fraction"]) for r in rows] == [("Sup. only", 50.0)]
+  run_rows = writers.read_metrics(str(out / "sup_only_50pct"))
+  assert [r["step"] for r in run_rows if r["split"] == "train"] == [3]  # log_every 25: last step
+  assert json.loads((out / "sup_only_50pct" / "splits" / "split.json").read_text())["labeled"] == 8
+  assert (out / "label_fractions.md").read_text().count("Sup. only") == 1
+  bad = run_module("jaxcd.experiments.label_fractions", "--config", str(cfg), "--fractions", "0",
+                   "--out", str(out), check=False)
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines()[-1].startswith("error: --fractions")
