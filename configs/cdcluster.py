@@ -29,10 +29,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.features = 16  # clustered feature channels (the paper's 256x256x16)
   c.model.sobel = "magnitude"  # RGB + Sobel magnitude = 4 input channels
   c.data.name = "synthetic"
-  c.data.image_size = 64  # synthetic scenes: tile size and split sizes
-  c.data.num_train = 1000
-  c.data.num_val = 100
-  c.data.num_test = 200
   c.input.batch_size = 16
   c.input.augment = "flip_rot"
   c.optim.name = "adam"

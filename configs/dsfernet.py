@@ -18,10 +18,7 @@ from jaxcd.config_base import base_config
 def get_config():
   c = base_config()
   c.data.name = "synthetic"
-  c.data.image_size = 64  # synthetic tile size; must equal model.input_size (official LayerNorm)
-  c.data.num_train = 1000
-  c.data.num_val = 100
-  c.data.num_test = 200
+  # base_config's synthetic tiles are 64x64: model.input_size must match (official LayerNorm).
 
   c.model.name = "dsfernet"
   c.model.input_size = 64  # size the (C,H,W) LayerNorms are built for (official: 256)

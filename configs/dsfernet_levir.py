@@ -24,15 +24,13 @@ Paper vs official code (github ShizhenChang/Dsfer-Net, Train.py); paper values a
                   --config.data.mean="(85.4457,100.0701,101.4625)"
                   --config.data.std="(44.1588,47.9116,50.1835)"
 """
-from jaxcd.config_base import sibling
+from jaxcd.config_base import on_dataset, sibling
 
 
 def get_config():
   c = sibling(__file__, "dsfernet")
-  c.data.name = "levir_cd"
-  for k in ("image_size", "num_train", "num_val", "num_test"):  # synthetic-only fields
-    del c.data[k]
-  c.data.data_dir = ""  # LEVIR-CD root (train|val|test/{A,B,label}) or the LEVIR-CD256 layout
+  # data_dir: the LEVIR-CD root (train|val|test/{A,B,label}) or the LEVIR-CD256 layout.
+  on_dataset(c, "levir_cd", "")
   c.data.tile_size = 256
   # Official statistics (LEVIRDataSet.py) reordered from BGR to RGB, 0-255 space.
   c.data.mean = (101.4625, 100.0701, 85.4457)

@@ -14,10 +14,6 @@ def get_config():
   c.model.name = "fc_siam_diff"
   c.model.dropout = 0.2  # Dropout2d after every conv, as in the authors' code
   c.data.name = "synthetic"
-  c.data.image_size = 64  # synthetic scenes: tile size and split sizes
-  c.data.num_train = 1000
-  c.data.num_val = 100
-  c.data.num_test = 200
   c.input.batch_size = 16
   c.input.augment = "flip_rot"
   c.optim.name = "adam"

@@ -76,10 +76,6 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.stem = "deep"
   c.model.output_stride = 8
   c.data.name = "synthetic"
-  c.data.image_size = 64  # synthetic scenes: tile size and split sizes
-  c.data.num_train = 1000
-  c.data.num_val = 100
-  c.data.num_test = 200
   c.input.batch_size = 8  # stage 1: 8 labeled; stage 2: rcl.n_labeled (4) + 4 unlabeled
   c.input.eval_batch_size = 50
   c.input.augment = "flip_rot"  # weak augmentation of every pair

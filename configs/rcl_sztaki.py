@@ -20,13 +20,12 @@ Paper, Table II (test IoU of the change class, %), labeled 10 / 20 / 40 / 100%:
   Ours       12.68 / 32.57 / 34.38 / -       (stage 2; at 100% nothing is unlabeled)
 Time: not measured here (needs a GPU: ~75 GMAC per pair and 2 pairs per example).
 """
-from jaxcd.config_base import sibling
+from jaxcd.config_base import on_dataset, sibling
 
 
 def get_config():
   c = sibling(__file__, "rcl")
-  c.data.name = "sztaki"
-  c.data.data_dir = "../shared/data/SZTAKI_AirChange"
+  on_dataset(c, "sztaki", "../shared/data/SZTAKI_AirChange")
   c.data.mean = (123.675, 116.28, 103.53)  # ImageNet statistics in 0-255 space (official code)
   c.data.std = (58.395, 57.12, 57.375)
   c.model.width = 64  # the paper's network

@@ -22,6 +22,12 @@ def base_config() -> ml_collections.ConfigDict:
   # in the fed order): x = (x[..., band_order] - mean) / std.
   c.data.mean = (127.5, 127.5, 127.5)
   c.data.std = (127.5, 127.5, 127.5)
+  # The embedded synthetic scenes (no download): tile size and split sizes. Other sources ignore
+  # these; configs of real datasets delete them or replace `data` wholesale.
+  c.data.image_size = 64
+  c.data.num_train = 1000
+  c.data.num_val = 100
+  c.data.num_test = 200
 
   c.input = ml_collections.ConfigDict()
   c.input.batch_size = 16  # global batch (summed over processes and devices)
@@ -66,6 +72,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.distributed = False  # call jax.distributed.initialize() (set by launch/ scripts)
   c.progress = True  # tqdm progress bar on process 0
   return c
+
+
+SYNTHETIC_FIELDS = ("image_size", "num_train", "num_val", "num_test")
+
+
+def on_dataset(c: ml_collections.ConfigDict, name: str, data_dir: str = "") -> None:
+  """Points `c.data` at an on-disk source: sets name and data_dir, drops the synthetic-only
+  fields (so `--config.data.num_train=...` fails loudly instead of being ignored)."""
+  c.data.name = name
+  c.data.data_dir = data_dir
+  for k in SYNTHETIC_FIELDS:
+    if k in c.data:
+      del c.data[k]
 
 
 def sibling(config_file: str, name: str, *args):
