@@ -49,8 +49,14 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_state: Any = None, meta: dict | None = None,
            best: bool = False, extra: dict[str, np.ndarray] | None = None) -> None:
-    args = _save_args(state, data_state, meta or {}, extra)
-    (self.best if best else self.latest).save(step, args=args, force=True)
+    """Saves `step` unless that step is already committed there. A run killed between two saves
+    of one step (best/<s> written, checkpoints/<s> not) re-trains to step s on resume, with the
+    same data order and keys, so the committed checkpoint already holds that state: keeping it
+    never opens a window in which the only copy is half-written."""
+    mngr = self.best if best else self.latest
+    if step in mngr.all_steps():
+      return
+    mngr.save(step, args=_save_args(state, data_state, meta or {}, extra), force=True)
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()

@@ -98,6 +98,26 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
   assert steps == list(range(1, 17))  # rows of the re-done steps are not duplicated
 
 
+def test_resume_after_kill_between_best_and_latest_save(trained, tmp_path):
+  # Killed after best/<b> was committed but before checkpoints/<b>: the resumed run re-trains
+  # to step b, improves on the restored best F1 again and must keep (not re-save) best/<b>.
+  import shutil
+  workdir, final = trained
+  killed = str(tmp_path / "killed")
+  shutil.copytree(workdir, killed)
+  best = checkpointing.Checkpointer(killed).best_step()
+  for s in os.listdir(os.path.join(killed, "checkpoints")):
+    if int(s) >= best:
+      shutil.rmtree(os.path.join(killed, "checkpoints", s))
+  again = supervised.train_and_evaluate(tiny_config(), killed)
+  assert os.listdir(os.path.join(killed, "best")) == [str(best)]
+  assert again["test"]["f1"] == pytest.approx(final["test"]["f1"])
+  a, _ = checkpointing.load_numpy(workdir, which=checkpointing.BEST)
+  b, _ = checkpointing.load_numpy(killed, which=checkpointing.BEST)
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(x, y)
+
+
 def test_non_finite_loss_stops_and_keeps_checkpoints(tmp_path):
   workdir = str(tmp_path)
   supervised.train_and_evaluate(tiny_config(num_steps=4, eval_every=4, checkpoint_every=4), workdir)

@@ -435,16 +435,14 @@ class _Run:
         self.writer.write({"step": g, "split": "val", "stage": stage, **res})
         if res["f1"] > meta["best_f1"]:
           meta = {**meta, "best_f1": res["f1"], "best_step": g}
-          if g not in ck.best.all_steps():  # else saved before a kill: the same state
-            ck.save(g, state, None, meta, best=True)
+          ck.save(g, state, None, meta, best=True)  # kept if saved before a kill
         if self.is_main and c.progress:
           bar.write(f"stage {stage} step {g}: val f1 {res['f1']:.4f} "
                     f"(best {meta['best_f1']:.4f} @ {meta['best_step']})")
       if stage == 1 and s in self.snaps:
         log(watch.drain())
-        # A resumed run re-trains to the same state (same data order and keys): keep the first.
-        if g not in self.snap_ck.latest.all_steps():
-          self.snap_ck.save(g, state, None, {"stage": 1, "snapshot": g})
+        # A resumed run re-trains to the same state: an existing snapshot is kept.
+        self.snap_ck.save(g, state, None, {"stage": 1, "snapshot": g})
       if s % c.checkpoint_every == 0 or last:
         log(watch.drain())
         ck.save(g, state, {"grain": it.get_state()}, meta)
