@@ -23,7 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.mean = (127.5, 127.5, 127.5)
   c.data.std = (127.5, 127.5, 127.5)
   # The embedded synthetic scenes (no download): tile size and split sizes. Other sources ignore
-  # these; configs of real datasets delete them or replace `data` wholesale.
+  # these; configs of real datasets drop them with `on_dataset` (or replace `data` wholesale).
   c.data.image_size = 64
   c.data.num_train = 1000
   c.data.num_val = 100
