@@ -16,6 +16,7 @@ Decisions:
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -273,3 +274,16 @@ def _fmt(values: np.ndarray, limit: int = 8) -> str:
   v = [int(t) for t in values[:limit]]
   more = f", ... ({values.size} values)" if values.size > limit else ""
   return "{" + ", ".join(map(str, v)) + more + "}"
+
+
+def atomic_write(path: Path, write) -> None:
+  """Writes via a temporary file + rename, so concurrent processes never see half a file."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      write(f)
+    os.replace(tmp, path)
+  except BaseException:
+    Path(tmp).unlink(missing_ok=True)
+    raise

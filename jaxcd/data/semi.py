@@ -23,7 +23,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from jaxcd.data import pipeline
+from jaxcd.data import io, pipeline
 from jaxcd.data.augment import Augment, StrongAugment
 from jaxcd.errors import ConfigError, DataError
 
@@ -71,7 +71,7 @@ def write_index_file(path: str | os.PathLike, indices: Sequence[int], ids: Seque
   for row, i in enumerate(indices):
     extra = "".join(f"\t{columns[c][row]}" for c in columns)
     lines.append(f"{int(i)}\t{ids[int(i)] if ids else ''}{extra}\n")
-  _atomic_text(Path(path), "".join(lines))
+  io.atomic_write(Path(path), lambda f: f.write("".join(lines).encode()))
 
 
 def read_index_file(path: str | os.PathLike) -> np.ndarray:
@@ -82,13 +82,6 @@ def read_index_file(path: str | os.PathLike) -> np.ndarray:
     return np.asarray([int(r) for r in rows], np.int64)
   except ValueError:
     raise DataError(f"{path}: not a split file (expected '<index>\\t<id>' lines)") from None
-
-
-def _atomic_text(path: Path, text: str) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
 
 
 def labeled_split(workdir: str, source: Any, fraction: float, seed: int,
@@ -123,7 +116,8 @@ def labeled_split(workdir: str, source: Any, fraction: float, seed: int,
     return lab, unl
   write_index_file(d / "labeled.txt", lab, ids)
   write_index_file(d / "unlabeled.txt", unl, ids)
-  _atomic_text(meta_path, json.dumps({**want, "labeled": len(lab), "unlabeled": len(unl)}) + "\n")
+  meta = json.dumps({**want, "labeled": len(lab), "unlabeled": len(unl)}) + "\n"
+  io.atomic_write(meta_path, lambda f: f.write(meta.encode()))
   return lab, unl
 
 

@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import os
 import stat
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -154,7 +153,7 @@ class PairListSource:
                        f"{self.label_encoding}|{self.scale_16bit}".encode()).hexdigest()[:16]
     npy = self.mmap_dir / f"{path.stem}-{kind}-{tag}.npy"
     if not npy.exists():
-      _atomic_write(npy, lambda f: np.save(f, read()))
+      io.atomic_write(npy, lambda f: np.save(f, read()))
     return np.load(npy, mmap_mode="r")
 
 
@@ -290,19 +289,6 @@ def _writable(d: Path) -> bool:
                                                                             stat.S_IWOTH))
   except OSError:
     return False
-
-
-def _atomic_write(path: Path, write) -> None:
-  """Writes via a temporary file + rename, so concurrent processes never see half a file."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      write(f)
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
 
 
 def default_cache_dir(dataset: str, data_dir: Path) -> Path:
@@ -509,7 +495,7 @@ def _stored_split(root: Path, ids: list[str], split: str, split_dir: str, seed: 
   try:
     for s in SPLITS:
       text = "".join(f"{i}\n" for i in names[s]).encode()
-      _atomic_write(target / f"{s}.txt", lambda f, text=text: f.write(text))
+      io.atomic_write(target / f"{s}.txt", lambda f, text=text: f.write(text))
   except OSError as e:
     raise DataError(f"cannot write the whu_cd split files to {target}: {e.strerror}; "
                     f"set split_dir to a writable folder") from None

@@ -52,6 +52,7 @@ import math
 import os
 import time
 import types
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -60,7 +61,7 @@ import numpy as np
 import optax
 
 from jaxcd import checkpointing, losses, metrics as metrics_lib, parallel, writers
-from jaxcd.data import augment as augment_lib, pipeline, semi, source_from_config
+from jaxcd.data import augment as augment_lib, io, pipeline, semi, source_from_config
 from jaxcd.errors import ConfigError, DataError
 from jaxcd.methods import common
 
@@ -265,10 +266,9 @@ def rank_reliable(stability_N: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def _iou(cm_2x2: np.ndarray) -> float | None:
-  tp, fp, fn = cm_2x2[1, 1], cm_2x2[0, 1], cm_2x2[1, 0]
   if cm_2x2.sum() == 0:
     return None  # no ground truth
-  return round(float(tp / max(tp + fp + fn, 1)), 4)
+  return round(metrics_lib.metrics_from_confusion(cm_2x2)["iou"], 4)
 
 
 def reliability_row(res: dict[str, np.ndarray], reliable: np.ndarray) -> dict[str, Any]:
@@ -283,12 +283,6 @@ def reliability_row(res: dict[str, np.ndarray], reliable: np.ndarray) -> dict[st
     row[f"snapshot_iou_{name}"] = None if cm is None else [_iou(c) for c in cm[:-1]]
   row["pseudo_iou_all"] = _iou(res["confusion"][:, -1].sum(axis=0).astype(np.int64))
   return row
-
-
-def _save_npz(path: str, **arrays) -> None:
-  tmp = path + ".tmp.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, path)
 
 
 def load_reliability(workdir: str) -> dict[str, np.ndarray] | None:
@@ -500,7 +494,7 @@ class _Run:
       for name, m in (("reliable", reliable), ("unreliable", ~reliable)):
         semi.write_index_file(os.path.join(d, f"{name}.txt"), self.unl_idx[m], ids,
                               {"stability": [f"{v:.6f}" for v in res["stability"][m]]})
-      _save_npz(os.path.join(self.workdir, PSEUDO_FILE), **out)
+      io.atomic_write(Path(self.workdir) / PSEUDO_FILE, lambda f: np.savez(f, **out))
     if not any(r.get("split") == "reliable" for r in writers.read_metrics(self.workdir)):
       self.writer.write(row)
     logging.info("reliability: %d reliable / %d unreliable pairs (stability %s / %s)",
@@ -564,9 +558,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   final1, best1, step1 = r.final_rows(1, abstract)
   if not r.semi:
-    # The stage-1 model is the final one: also the standard WORKDIR/best for jaxcd.evaluate.
-    if r.ck[2].best_step() != step1:
-      r.ck[2].save(step1, best1, None, {"stage": 1, "best_step": step1}, best=True)
+    # The stage-1 model is the final one: also the standard WORKDIR/best for jaxcd.evaluate
+    # (kept as it is when a rerun of a finished run finds it there).
+    r.ck[2].save(step1, best1, None, {"stage": 1, "best_step": step1}, best=True)
     final = final1
   else:
     final, _, _ = r.final_rows(2, abstract)
