@@ -259,22 +259,28 @@ class LossWatch:
 
 class TrainLogger:
   """Writes a `train` row every `config.log_every` steps (and at the last step) with the
-  learning rate and the pairs/s since the previous row; `fields(step)` adds method columns."""
+  learning rate and the pairs/s since the previous row; `fields(step)` adds method columns.
+  Steps are global; a run in stages passes its stage's `last` step and `offset` (the global step
+  before it: the schedule restarts there)."""
 
   def __init__(self, config, writer, sched, bar, start: int,
-               fields: Callable[[int], dict] = lambda step: {}):
-    self.config, self.writer, self.sched, self.bar, self.fields = config, writer, sched, bar, fields
+               fields: Callable[[int], dict] = lambda step: {}, last: int | None = None,
+               offset: int = 0):
+    self.writer, self.sched, self.bar, self.fields = writer, sched, bar, fields
+    self.log_every, self.batch_size = config.log_every, config.input.batch_size
+    self.last = config.num_steps if last is None else last
+    self.offset = offset
     self.t_last, self.n_last = time.perf_counter(), start
 
   def __call__(self, row: dict | None) -> None:
-    c = self.config
-    if row is None or (row["step"] % c.log_every and row["step"] != c.num_steps):
+    if row is None or (row["step"] % self.log_every and row["step"] != self.last):
       return
     now = time.perf_counter()
-    rate = (row["step"] - self.n_last) * c.input.batch_size / max(now - self.t_last, 1e-9)
+    rate = (row["step"] - self.n_last) * self.batch_size / max(now - self.t_last, 1e-9)
     self.t_last, self.n_last = now, row["step"]
-    self.writer.write({**row, "split": "train", **self.fields(row["step"]),
-                       "lr": float(self.sched(row["step"] - 1)), "pairs_per_s": round(rate, 2)})
+    lr = float(self.sched(row["step"] - self.offset - 1))
+    self.writer.write({**row, "split": "train", **self.fields(row["step"]), "lr": lr,
+                       "pairs_per_s": round(rate, 2)})
     self.bar.set_postfix(loss=f"{row['loss']:.4f}")
 
 
