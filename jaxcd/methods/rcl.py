@@ -51,7 +51,6 @@ import logging
 import math
 import os
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +93,7 @@ def _check_config(config) -> None:
                       f"(= [1, {config.input.batch_size - 1}]), got {rc.n_labeled}")
   if int(config.model.num_classes) != 2:
     raise ConfigError(f"config.model.num_classes must be 2 for RCL, got {config.model.num_classes}")
+  parse_steps_by_fraction(rc.steps_by_fraction)
   for name in ("stage1", "stage2"):
     if rc[f"{name}_steps"] < 0 or rc[f"{name}_epochs"] <= 0:
       raise ConfigError(f"config.rcl.{name}_steps must be >= 0 and config.rcl.{name}_epochs > 0")
@@ -110,9 +110,31 @@ def _check_config(config) -> None:
     raise ConfigError("config.eval_every or config.rcl.evals_per_stage must be > 0")
 
 
+def parse_steps_by_fraction(text: str) -> dict[float, int]:
+  """`rcl.steps_by_fraction` "40:1800,100:1800" -> {40.0: 1800, 100.0: 1800} (percent: steps)."""
+  out = {}
+  for item in filter(None, (t.strip() for t in str(text).split(","))):
+    try:
+      pct, steps = item.split(":")
+      pct, steps = float(pct), int(steps)
+    except ValueError:
+      raise ConfigError(f"config.rcl.steps_by_fraction: expected 'percent:steps,...', got "
+                        f"{item!r} in {text!r}") from None
+    if not 0 < pct <= 100 or steps < 3:
+      raise ConfigError(f"config.rcl.steps_by_fraction: {item!r} needs a percent in (0, 100] and "
+                        ">= 3 steps")
+    out[pct] = steps
+  return out
+
+
 def stage_steps(rc, stage: int, pairs: int, per_step: int) -> int:
-  """`rcl.stage{k}_steps` if > 0, else ceil(`rcl.stage{k}_epochs` * pairs / per_step): an epoch
+  """The steps of `rcl.steps_by_fraction` for this `rcl.label_fraction` if listed; else
+  `rcl.stage{k}_steps` if > 0; else ceil(`rcl.stage{k}_epochs` * pairs / per_step): an epoch
   is one pass over the labeled pairs (stage 1) or the unlabeled pool (stage 2)."""
+  by_fraction = parse_steps_by_fraction(rc.get("steps_by_fraction", ""))
+  pct = round(100 * float(rc.label_fraction), 6)
+  if pct in by_fraction:
+    return by_fraction[pct]
   fixed = int(rc[f"stage{stage}_steps"])
   if fixed > 0:
     return fixed
@@ -411,10 +433,8 @@ class _Run:
     train_step = self.train_step(stage, tx, state)
     watch = common.LossWatch(self.workdir)
     bar = common.progress(c, off + steps, off + start, f"stage {stage}")
-    view = types.SimpleNamespace(log_every=c.log_every, num_steps=off + steps,
-                                 input=types.SimpleNamespace(batch_size=c.input.batch_size))
-    log = common.TrainLogger(view, self.writer, lambda s: sched(s - off), bar, off + start,
-                             fields=lambda s: {"stage": stage})
+    log = common.TrainLogger(c, self.writer, sched, bar, off + start,
+                             fields=lambda s: {"stage": stage}, last=off + steps, offset=off)
     every = eval_every(c, steps)
     for s in range(start + 1, steps + 1):
       g = off + s

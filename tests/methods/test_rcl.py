@@ -148,6 +148,10 @@ def test_schedule_and_snapshots():
   rc.update(stage1_steps=0, stage2_steps=0, stage1_epochs=80.0, stage2_epochs=2.0)
   assert rcl.stage_steps(rc, 1, 10, 8) == 100  # 80 epochs of 10 labeled pairs, batch 8
   assert rcl.stage_steps(rc, 2, 89, 4) == 45
+  rc.update(steps_by_fraction="40:1800, 100:900", label_fraction=0.4)
+  assert [rcl.stage_steps(rc, s, 40, 8) for s in (1, 2)] == [1800, 1800]
+  rc.label_fraction = 0.2  # not listed: the epochs above
+  assert rcl.stage_steps(rc, 1, 20, 8) == 200
   assert rcl.snapshot_steps(100) == [33, 66, 100]
   with pytest.raises(ConfigError, match="3 snapshots need >= 3"):
     rcl.snapshot_steps(2)
@@ -163,6 +167,8 @@ def test_schedule_and_snapshots():
     ("rcl.n_labeled", 8, "config.rcl.n_labeled"),
     ("rcl.backbone_lr_mult", 0.1, "needs config.optim.name='sgd'"),
     ("rcl.stage1_steps", 2, "3 snapshots"),
+    ("rcl.steps_by_fraction", "40=1800", "config.rcl.steps_by_fraction: expected"),
+    ("rcl.steps_by_fraction", "140:1800", "config.rcl.steps_by_fraction: '140:1800' needs"),
 ])
 def test_config_errors_name_the_field(tmp_path, field, value, match):
   with pytest.raises(ConfigError, match=match):
