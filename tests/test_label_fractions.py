@@ -52,6 +52,11 @@ def test_runs_every_method_and_fraction_and_writes_the_paper_layout(tmp_path):
   with open(tmp_path / "label_fractions.csv") as f:
     table = list(csv.DictReader(f))
   assert len(table) == 5 and table[0]["paper_iou"] == "9.85"
+  # The plot: ours and the paper's per method (RCL has no 100% point in either).
+  assert lf.series(rows)["RCL"] == {"ours": [(10.0, 3.0)], "paper": [(10.0, 12.68)]}
+  assert lf.series(rows)["Sup. only"]["ours"] == [(10.0, 2.0), (100.0, 11.0)]
+  png = (tmp_path / "label_fractions.png").read_bytes()
+  assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
 def test_paper_tables_and_errors(tmp_path):

@@ -9,8 +9,10 @@ Fractions are percentages of the training split. Each (method, fraction) is one 
 so an interrupted experiment resumes where it stopped (a finished run only re-evaluates). The
 same labeled pairs serve both methods (the split depends on the fraction and config.seed only).
 `--config.field=value` overrides apply to every run (e.g. shorter stages on a CPU). Writes
-OUT/label_fractions.csv (one row per method, fraction) and OUT/label_fractions.md (the paper's
-layout: methods x fractions, test IoU % of the change class, ours and the paper's), and prints
+OUT/label_fractions.csv (one row per method, fraction), OUT/label_fractions.md (the paper's
+layout: methods x fractions, test IoU % of the change class, ours and the paper's) and
+OUT/label_fractions.png (IoU against the labeled share, a colour per method: ours solid, the
+paper's dashed), and prints
 the rows as a JSON last line. Rows: "Sup. only" (plain CE), "RCL pre" (RCL's stage 1, the
 paper's "Ours. pre") and "RCL" (stage 2; none at 100% unless the unlabeled pairs come from
 another dataset). The paper's numbers come from `config.rcl.paper_table`.
@@ -106,6 +108,7 @@ def run(config, out: str, fractions: Sequence[float], methods: Sequence[str] = M
       train_fn(c, workdir_for(out, method, f))
   rows = collect(out, fractions, methods, config.rcl.get("paper_table", ""))
   write_tables(rows, out, fractions)
+  plot(rows, out)
   return rows
 
 
@@ -155,6 +158,46 @@ def write_tables(rows: list[dict], out: str, fractions: Sequence[float]) -> tupl
   with open(md_path, "w") as f:
     f.write("\n".join(lines) + "\n")
   return csv_path, md_path
+
+
+def series(rows: list[dict]) -> dict[str, dict[str, list]]:
+  """Per method: the labeled percentages with our IoU and with the paper's (None-free lists)."""
+  out = {}
+  for name in dict.fromkeys(r["method"] for r in rows):
+    own = [(r["fraction"], r["iou"]) for r in rows if r["method"] == name and r["iou"] is not None]
+    ref = [(r["fraction"], r["paper_iou"]) for r in rows
+           if r["method"] == name and r["paper_iou"] is not None]
+    out[name] = {"ours": sorted(own), "paper": sorted(ref)}
+  return out
+
+
+def plot(rows: list[dict], out: str, title: str = "") -> str:
+  """OUT/label_fractions.png: test IoU against the labeled share; ours solid, paper dashed."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  os.makedirs(out, exist_ok=True)
+  png_path = os.path.join(out, "label_fractions.png")
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for i, (name, s) in enumerate(series(rows).items()):
+    color = f"C{i}"
+    if s["ours"]:
+      ax.plot(*zip(*s["ours"]), color=color, marker="o", lw=2, label=f"{name} (ours)")
+    if s["paper"]:
+      ax.plot(*zip(*s["paper"]), color=color, marker="x", ls="--", lw=1, label=f"{name} (paper)")
+  fractions = sorted({r["fraction"] for r in rows})
+  ax.set_xscale("log")
+  ax.set_xticks(fractions, [f"{f:g}%" for f in fractions])
+  ax.minorticks_off()
+  ax.set_xlabel("labeled share of the training split")
+  ax.set_ylabel("test IoU of the change class (%)")
+  ax.set_title(title or "Label-fraction experiment")
+  ax.legend(fontsize="small")
+  fig.tight_layout()
+  fig.savefig(png_path, dpi=120)
+  plt.close(fig)
+  return png_path
 
 
 def main(argv):
