@@ -58,8 +58,8 @@ def rcl_fields() -> ml_collections.ConfigDict:
   r.stage1_steps = 0  # ... or in steps when > 0
   r.stage2_steps = 0
   # Per labeled fraction, the steps of each stage, e.g. "40:1800,100:1800" (percent:steps);
-  # fractions not listed use the fields above. For a fixed-step schedule that would leave the
-  # larger labeled sets under-trained (configs/rcl_sztaki_cpu.py).
+  # fractions not listed use the fields above. For schedules where one fixed length would leave
+  # the larger labeled sets under-trained (configs/rcl_sztaki_cpu.py).
   r.steps_by_fraction = ""
   r.evals_per_stage = 20  # validations per stage when config.eval_every is 0
   r.backbone_lr_mult = 1.0  # SGD only: lr multiplier of the backbone (code: 0.1)

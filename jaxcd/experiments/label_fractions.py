@@ -12,10 +12,9 @@ same labeled pairs serve both methods (the split depends on the fraction and con
 OUT/label_fractions.csv (one row per method, fraction), OUT/label_fractions.md (the paper's
 layout: methods x fractions, test IoU % of the change class, ours and the paper's) and
 OUT/label_fractions.png (IoU against the labeled share, a colour per method: ours solid, the
-paper's dashed), and prints
-the rows as a JSON last line. Rows: "Sup. only" (plain CE), "RCL pre" (RCL's stage 1, the
-paper's "Ours. pre") and "RCL" (stage 2; none at 100% unless the unlabeled pairs come from
-another dataset). The paper's numbers come from `config.rcl.paper_table`.
+paper's dashed), and prints the rows as a JSON last line. Rows: "Sup. only" (plain CE), "RCL
+pre" (RCL's stage 1, the paper's "Ours. pre") and "RCL" (stage 2; none at 100% unless the
+unlabeled pairs come from another dataset). The paper's numbers come from `config.rcl.paper_table`.
 """
 import copy
 import csv
