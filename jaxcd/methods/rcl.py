@@ -131,7 +131,7 @@ def stage_steps(rc, stage: int, pairs: int, per_step: int) -> int:
   """The steps of `rcl.steps_by_fraction` for this `rcl.label_fraction` if listed; else
   `rcl.stage{k}_steps` if > 0; else ceil(`rcl.stage{k}_epochs` * pairs / per_step): an epoch
   is one pass over the labeled pairs (stage 1) or the unlabeled pool (stage 2)."""
-  by_fraction = parse_steps_by_fraction(rc.get("steps_by_fraction", ""))
+  by_fraction = parse_steps_by_fraction(rc.steps_by_fraction)
   pct = round(100 * float(rc.label_fraction), 6)
   if pct in by_fraction:
     return by_fraction[pct]
