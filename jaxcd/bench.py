@@ -103,7 +103,8 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
                 steps: int = 10, bands: int = 3, model_kwargs: dict[str, Any] | None = None,
                 num_devices: int = 0, peak_flops: float | None = None) -> dict[str, Any]:
   """Pairs/s and FLOPs of the jitted, sharded, state-donating train step and of the forward pass."""
-  from jaxcd.methods import common
+  from jaxcd import losses, optim, state as state_lib, steps as steps_lib
+  from jaxcd.data.normalize import make_normalizer
   from jaxcd.models.layers import count_params
 
   if batch <= 0 or size <= 0 or steps <= 0 or bands <= 0:
@@ -126,16 +127,16 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
   config.data.mean = (127.5,) * bands
   config.data.std = (127.5,) * bands
 
-  net = common.build_model(config)
-  tx, _ = common.make_optimizer(config.optim, config.num_steps)
-  loss_fn = common.make_loss(config)
-  normalize = common.make_normalizer(config)
-  state = common.create_state(net, tx, (1, size, size, bands), config.seed, mesh)
+  net = state_lib.build_model(config)
+  tx, _ = optim.make_optimizer(config.optim, config.num_steps)
+  loss_fn = losses.from_config(config.loss)
+  normalize = make_normalizer(config)
+  state = state_lib.create_state(net, tx, (1, size, size, bands), config.seed, mesh)
   params = count_params(state.params)
   shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
-  train_step = common.make_train_step(net, tx, loss_fn, normalize, jax.random.key(config.seed),
-                                      mesh, shardings)
-  predict = common.make_predict_fn(net, normalize)
+  train_step = steps_lib.make_train_step(net, tx, loss_fn, normalize,
+                                         jax.random.key(config.seed), mesh, shardings)
+  predict = steps_lib.make_predict_fn(net, normalize)
 
   rng = np.random.default_rng(0)
   host = {"image_a": rng.integers(0, 256, (batch, size, size, bands), dtype=np.uint8),
@@ -234,6 +235,7 @@ def bench_pipeline(dataset: str, data_dir: str = "", augment: str = "flip_rot", 
       kwargs["data_dir"] = data_dir
     source = make_source(dataset, "train", **kwargs)
   first = source[0]
+  parallel.allow_grain_workers()
   r = pipeline.benchmark_pipeline(source, batch_size=batch, num_batches=num_batches,
                                   augment=augment, num_threads=num_threads,
                                   worker_count=worker_count, crop_size=crop_size)
@@ -314,7 +316,8 @@ def bench_clustering(batch: int = 16, size: int = 256, images: int = 64, k: int 
   """
   from jaxcd import clustering
   from jaxcd.data import pipeline
-  from jaxcd.methods import common
+  from jaxcd.data.normalize import make_normalizer
+  from jaxcd.state import build_model
 
   if min(batch, size, images, k, features, max_samples, steps) <= 0:
     raise ConfigError("--batch, --size, --images, --k, --features, --max_samples and --steps "
@@ -325,8 +328,8 @@ def bench_clustering(batch: int = 16, size: int = 256, images: int = 64, k: int 
   config.dtype = dtype
   config.data.num_bands = bands
   config.data.mean, config.data.std = (127.5,) * bands, (127.5,) * bands
-  model = common.build_model(config)
-  normalize = common.make_normalizer(config)
+  model = build_model(config)
+  normalize = make_normalizer(config)
   x0 = jnp.zeros((1, size, size, bands), jnp.float32)
   variables = jax.jit(lambda key: model.init({"params": key}, x0, x0, train=False))(
       jax.random.key(0))

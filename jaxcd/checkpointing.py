@@ -3,16 +3,18 @@
 Layout of a workdir:
   checkpoints/<step>/  latest `keep` checkpoints, for resuming a killed run
   best/<step>/         the checkpoint with the best validation F1 (kept alone)
-Each checkpoint has three items: `state` (a pytree of arrays), `data` (the grain iterator state,
-JSON) and `meta` (JSON: step, best F1, method state such as RCL's stage), plus an optional fourth,
-`extra`: a dict of host (numpy) arrays of method state too large for JSON, e.g. CDCluster's
-centroids and pseudo-labels (`save(..., extra=...)`, read back with `restore_extra`). Writes are atomic
+Each checkpoint has three items: `state` (a pytree of arrays), `data` (the training data
+iterator, saved and restored by grain's own orbax handler: one JSON file per process) and `meta`
+(JSON: best F1, method state such as CDCluster's change map), plus an optional fourth, `extra`: a
+dict of host (numpy) arrays of method state too large for JSON, e.g. CDCluster's centroids and
+pseudo-labels (`save(..., extra=...)`, read back with `restore_extra`). Writes are atomic
 (orbax writes to a temporary directory and renames), so a run killed at any moment leaves the
 previous checkpoints valid.
 """
 import os
 from typing import Any
 
+import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -32,7 +34,7 @@ def _manager(directory: str, keep: int, read_only: bool = False) -> ocp.Checkpoi
       create=not read_only)
   # Explicit handlers: metadata can be read before restoring (no "could not be restored" noise).
   handlers = dict(state=ocp.StandardCheckpointHandler(), meta=ocp.JsonCheckpointHandler(),
-                  data=ocp.JsonCheckpointHandler(),
+                  data=grain.checkpoint.CheckpointHandler(),
                   # Declared up front: a manager's items are fixed at its first save, and `extra`
                   # first appears in a later one (e.g. after CDCluster's first clustering).
                   extra=ocp.StandardCheckpointHandler())
@@ -47,7 +49,7 @@ class Checkpointer:
     self.latest = _manager(os.path.join(workdir, LATEST), keep)
     self.best = _manager(os.path.join(workdir, BEST), 1)
 
-  def save(self, step: int, state: Any, data_state: Any = None, meta: dict | None = None,
+  def save(self, step: int, state: Any, data: Any = None, meta: dict | None = None,
            best: bool = False, extra: dict[str, np.ndarray] | None = None) -> None:
     """Saves `step` unless that step is already committed there. A run killed between two saves
     of one step (best/<s> written, checkpoints/<s> not) re-trains to step s on resume, with the
@@ -56,7 +58,7 @@ class Checkpointer:
     mngr = self.best if best else self.latest
     if step in mngr.all_steps():
       return
-    mngr.save(step, args=_save_args(state, data_state, meta or {}, extra), force=True)
+    mngr.save(step, args=_save_args(state, data, meta or {}, extra), force=True)
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -65,11 +67,21 @@ class Checkpointer:
     return self.best.latest_step()
 
   def restore(self, abstract_state: Any, step: int | None = None, which: str = LATEST):
+    """(state, meta, step) of a checkpoint (the newest by default), or None if there is none."""
     mngr = self.best if which == BEST else self.latest
     step = mngr.latest_step() if step is None else step
     if step is None:
       return None
     return _restore(mngr, step, abstract_state)
+
+  def restore_data(self, step: int, iterator: Any) -> bool:
+    """Sets `iterator` (a grain iterator or `pipeline.Streams`) to its state saved at `step`;
+    False if that checkpoint holds none."""
+    if "data" not in os.listdir(os.path.join(str(self.latest.directory), str(step))):
+      return False
+    self.latest.restore(step, args=ocp.args.Composite(
+        data=grain.checkpoint.CheckpointRestore(iterator)))
+    return True
 
   def restore_extra(self, step: int | None = None, which: str = LATEST) -> dict | None:
     """The `extra` item of a checkpoint as a dict of numpy arrays (None if it has none)."""
@@ -82,10 +94,10 @@ class Checkpointer:
     self.best.close()
 
 
-def _save_args(state, data_state, meta, extra=None):
+def _save_args(state, data, meta, extra=None):
   items = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
-  if data_state is not None:
-    items["data"] = ocp.args.JsonSave(data_state)
+  if data is not None:
+    items["data"] = grain.checkpoint.CheckpointSave(data)
   if extra is not None:
     items["extra"] = ocp.args.StandardSave({k: np.asarray(v) for k, v in extra.items()})
   return ocp.args.Composite(**items)
@@ -103,13 +115,9 @@ def _restore_extra(mngr: ocp.CheckpointManager, step: int) -> dict | None:
 
 
 def _restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any):
-  # JSON items report no metadata, so presence is read from the step's directory.
-  names = set(os.listdir(os.path.join(str(mngr.directory), str(step))))
   items = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
-  if "data" in names:
-    items["data"] = ocp.args.JsonRestore()
   out = mngr.restore(step, args=ocp.args.Composite(**items))
-  return out["state"], out.get("data") if "data" in names else None, out["meta"], step
+  return out["state"], out["meta"], step
 
 
 def restore_for_inference(workdir: str, abstract_state: Any, prefer: str = BEST):
@@ -123,7 +131,7 @@ def restore_for_inference(workdir: str, abstract_state: Any, prefer: str = BEST)
     mngr = _manager(path, 1, read_only=True)
     step = mngr.latest_step()
     if step is not None:
-      state, _, meta, step = _restore(mngr, step, abstract_state)
+      state, meta, step = _restore(mngr, step, abstract_state)
       mngr.close()
       return state, meta, step, which
     mngr.close()

@@ -18,9 +18,6 @@ num_images x pixels_per_image x D x 4; the labels are num_examples x H x W bytes
 Several processes: every process gathers the whole sample (`gather_samples`), fits on the same
 array with the same seed and thread count, and so gets the same centroids; `assign` gathers the
 labels so that every process holds all of them.
-
-Also NMI and adjusted mutual information (sklearn's definitions, arithmetic averaging) for label
-maps of millions of pixels.
 """
 import contextlib
 import dataclasses
@@ -34,7 +31,6 @@ import faiss
 import jax
 import jax.numpy as jnp
 import numpy as np
-from scipy.special import gammaln
 
 from jaxcd.errors import ConfigError
 
@@ -395,122 +391,3 @@ def assign(feature_fn: FeatureFn, variables: Any, preprocess: Preprocess, centro
   out = np.full((num_examples,) + labels.shape[1:], np.iinfo(dtype).max, dtype)
   out[index] = labels
   return out
-
-
-# --- NMI and adjusted mutual information (sklearn's definitions, vectorised) -----------------
-
-def contingency(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-  """Dense contingency table (int64) of two label vectors, empty rows and columns dropped."""
-  a, b = np.ravel(a), np.ravel(b)
-  if a.shape != b.shape:
-    raise ValueError(f"label vectors differ in size: {a.size} vs {b.size}")
-  if a.size == 0:
-    return np.zeros((0, 0), np.int64)
-  if a.dtype.kind not in "ui" or b.dtype.kind not in "ui" or min(a.min(), b.min()) < 0 \
-      or (int(a.max()) + 1) * (int(b.max()) + 1) > 1 << 26:
-    # Arbitrary values: compact them first (a sort; the bincount path below avoids it).
-    a = np.unique(a, return_inverse=True)[1].ravel()
-    b = np.unique(b, return_inverse=True)[1].ravel()
-  ka, kb = int(a.max()) + 1, int(b.max()) + 1
-  table = np.bincount(a.astype(np.int64) * kb + b, minlength=ka * kb).reshape(ka, kb)
-  return table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0]
-
-
-def _entropy(counts: np.ndarray) -> float:
-  if counts.size <= 1:
-    return 0.0
-  p = counts.astype(np.float64)
-  total = p.sum()
-  return float(-np.sum((p / total) * (np.log(p) - math.log(total))))
-
-
-def _mutual_info(table: np.ndarray) -> float:
-  if table.shape[0] <= 1 or table.shape[1] <= 1:
-    return 0.0
-  nzx, nzy = np.nonzero(table)
-  nz = table[nzx, nzy].astype(np.float64)
-  total = float(table.sum())
-  pi, pj = table.sum(axis=1), table.sum(axis=0)
-  log_outer = -np.log((pi[nzx] * pj[nzy]).astype(np.float64)) + math.log(pi.sum()) + \
-      math.log(pj.sum())
-  mi = (nz / total) * (np.log(nz) - math.log(total)) + (nz / total) * log_outer
-  mi = np.where(np.abs(mi) < np.finfo(np.float64).eps, 0.0, mi)
-  return float(max(mi.sum(), 0.0))
-
-
-def expected_mutual_info(table: np.ndarray, max_terms: int = 1 << 22) -> float:
-  """E[MI] under the permutation model (hypergeometric), as sklearn's
-  `expected_mutual_information`, vectorised over (i, j, n_ij) in chunks of max_terms.
-
-  Only n_ij within t = sqrt(400 min(a_i, b_j)) of the mean a_i b_j / N are summed: by Hoeffding's
-  bound for sampling without replacement the hypergeometric probability of any n_ij outside is
-  below exp(-800), which is 0.0 in float64, so sklearn's exact sum adds exactly zero for them.
-  """
-  a, b = table.sum(axis=1).astype(np.int64), table.sum(axis=0).astype(np.int64)
-  if a.size <= 1 or b.size <= 1:
-    return 0.0
-  n = int(a.sum())
-  ai, bj = np.repeat(a, b.size), np.tile(b, a.size)
-  lo = np.maximum(1, ai - n + bj)
-  hi = np.minimum(ai, bj)
-  mean = ai.astype(np.float64) * bj / n
-  half = np.sqrt(400.0 * np.minimum(ai, bj))
-  lo = np.maximum(lo, np.floor(mean - half).astype(np.int64))
-  hi = np.minimum(hi, np.ceil(mean + half).astype(np.int64))
-  length = np.maximum(hi - lo + 1, 0)
-  # Per-pair constants of sklearn's log term3: gammaln of the margins minus gammaln(N + 1).
-  const = gammaln(ai + 1) + gammaln(bj + 1) + gammaln(n - ai + 1) + gammaln(n - bj + 1) - \
-      gammaln(n + 1)
-  log_ab = np.log(ai) + np.log(bj)
-  emi = 0.0
-  ends = np.cumsum(length)
-  start_pair = 0
-  while start_pair < len(length):
-    # Pairs [start_pair, stop) whose terms fit in one chunk (at least one pair).
-    base = ends[start_pair - 1] if start_pair else 0
-    stop = max(int(np.searchsorted(ends, base + max_terms, side="right")), start_pair + 1)
-    sl = slice(start_pair, stop)
-    lens = length[sl]
-    pair = np.repeat(np.arange(start_pair, stop), lens)
-    offset = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
-    nij = (lo[pair] + offset).astype(np.float64)
-    api, bpj = ai[pair], bj[pair]
-    gln = const[pair] - gammaln(nij + 1) - gammaln(api - nij + 1) - gammaln(bpj - nij + 1) - \
-        gammaln(n - api - bpj + nij + 1)
-    term2 = math.log(n) + np.log(nij) - log_ab[pair]
-    emi += float(np.sum((nij / n) * term2 * np.exp(gln)))
-    start_pair = stop
-  return emi
-
-
-def _both_trivial(table: np.ndarray) -> bool:
-  return table.shape[0] == table.shape[1] and table.shape[0] <= 1
-
-
-def nmi(a: np.ndarray, b: np.ndarray) -> float:
-  """Normalised mutual information with arithmetic averaging (sklearn's default)."""
-  table = contingency(a, b)
-  if _both_trivial(table):
-    return 1.0
-  mi = _mutual_info(table)
-  if mi == 0:
-    return 0.0
-  return float(mi / np.mean([_entropy(table.sum(axis=1)), _entropy(table.sum(axis=0))]))
-
-
-def adjusted_mutual_info(a: np.ndarray, b: np.ndarray) -> float:
-  """Adjusted mutual information, arithmetic averaging: sklearn's `adjusted_mutual_info_score`."""
-  table = contingency(a, b)
-  if _both_trivial(table):
-    return 1.0
-  if table.shape[0] == 1 or table.shape[1] == 1:
-    return 0.0
-  mi = _mutual_info(table)
-  emi = expected_mutual_info(table)
-  normalizer = float(np.mean([_entropy(table.sum(axis=1)), _entropy(table.sum(axis=0))]))
-  eps = np.finfo(np.float64).eps
-  den = normalizer - emi
-  den = min(den, -eps) if den < 0 else max(den, eps)
-  num = mi - emi
-  num = min(num, -eps) if num < 0 else max(num, eps)
-  return float(num / den)

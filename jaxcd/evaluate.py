@@ -4,25 +4,22 @@ Metrics of a trained checkpoint on one split; prints them as a JSON last line.
 """
 from absl import app, flags
 
-from jaxcd import cli, parallel
+from jaxcd import checkpointing, cli, parallel
 from jaxcd.data import source_from_config
-from jaxcd.methods import common
+from jaxcd.methods import get_method
+from jaxcd.state import sample_shape
 
 
 def evaluate_workdir(config, workdir: str, split: str, checkpoint: str = "best") -> dict:
-  if config.method == "cdcluster":  # k cluster outputs -> change via the run's stored map
-    from jaxcd.methods import cdcluster
-    return cdcluster.evaluate_workdir(config, workdir, split, checkpoint)
-  mesh = parallel.make_mesh()
+  """Metrics of `workdir`'s best (or latest) checkpoint on `split`, through the method's own
+  change map (e.g. CDCluster's cluster-to-change map)."""
+  method = get_method(config)
   source = source_from_config(config.data, split)
-  shape = common.sample_shape(source, config)
-  model, state, _, step, which = common.restore_trained(
-      config, workdir, shape, mesh, "best" if checkpoint == "best" else "checkpoints")
-  normalize = common.make_normalizer(config)
-  eval_step = common.make_eval_step(model, normalize, config.model.num_classes,
-                                    config.loss.ignore_label, mesh)
-  res = common.evaluate(eval_step, state.params, state.batch_stats, source, config, mesh, split)
-  return {"split": split, "step": int(step), "checkpoint": which, "pairs": len(source), **res}
+  predictor = method.load_predictor(
+      workdir, sample_shape(source, config),
+      checkpointing.BEST if checkpoint == "best" else checkpointing.LATEST)
+  res = predictor.evaluate(source, split)
+  return {"split": split, **predictor.info, "pairs": len(source), **res}
 
 
 def main(argv):

@@ -1,8 +1,10 @@
 """Losses. Logits are BxHxWxK, labels BxHxW integer with `ignore_label` pixels masked out."""
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+
+from jaxcd.errors import ConfigError
 
 
 def cross_entropy(logits_BxHxWxK: jax.Array, labels_BxHxW: jax.Array, *,
@@ -88,3 +90,26 @@ def contrastive_loss(logits_real_BxHxWxK: jax.Array, logits_nochange_BxHxWxK: ja
   l_n = jnp.square(p[..., 1] - n[..., 0]) + jnp.square(p[..., 0] - n[..., 1])
   total = jnp.sum(jnp.where(unchanged, l_p, 0.0)) + jnp.sum(jnp.where(changed, l_n, 0.0))
   return total / jnp.maximum(jnp.sum(valid), 1)
+
+
+def from_config(loss_config) -> Callable[[dict, jax.Array], tuple[jax.Array, dict]]:
+  """(outputs, labels) -> (loss, parts) of a config's `loss` block: `name` "ce" (the default,
+  class-weighted cross-entropy of `logits`) or the `<name>_loss` of this module with the block's
+  other fields as keyword arguments."""
+  name = loss_config.get("name", "ce")
+  if name == "ce":
+    def loss_fn(outputs, labels):
+      ce = cross_entropy(outputs["logits"], labels,
+                         class_weights=tuple(loss_config.class_weights),
+                         ignore_label=loss_config.ignore_label)
+      return ce, {}
+    return loss_fn
+  fn = globals().get(f"{name}_loss")
+  if fn is None:
+    raise ConfigError(f"config.loss.name: unknown loss {name!r}")
+  kwargs = {k: v for k, v in loss_config.items() if k != "name"}
+
+  def named_loss(outputs, labels):
+    out = fn(outputs, labels, **kwargs)  # a loss returns a scalar or (scalar, dict of parts)
+    return out if isinstance(out, tuple) else (out, {})
+  return named_loss

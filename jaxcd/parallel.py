@@ -36,6 +36,14 @@ def initialize_distributed(enabled: bool) -> None:
                jax.device_count())
 
 
+def allow_grain_workers() -> None:
+  """grain's worker processes read absl flags; outside an absl `app.run` (tests, notebooks,
+  argparse programs) they are unparsed and grain raises, so fall back to the flag defaults."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
 def make_mesh(devices=None) -> Mesh:
   """A 1-D `data` mesh over all devices (or the given ones). Auto axes: XLA propagates the
   batch sharding, and BatchNorm statistics over the batch axis become global all-reduces."""

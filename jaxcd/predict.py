@@ -4,9 +4,9 @@
 
 Change maps for image pairs of any size, large scenes included: overlapping tiles, blended with a
 linear-ramp window so seams vanish, batched through the jitted model. Writes per pair into DIR:
-  <stem>_change.png   0/255 change map            <stem>_prob.png   change probability 0-255
-                      (CDCluster: its change score, > 0.5 where the argmax cluster is a change
-                      cluster of the checkpoint's cluster-to-change map)
+  <stem>_change.png   0/255 change map            <stem>_prob.png   change score 0-255 (the
+                      method's: a probability, or CDCluster's score through the checkpoint's
+                      cluster-to-change map)
   <stem>_overlay.png  with a label: TP white, FP cyan, FN red, TN black, ignored grey;
                       without: predicted changes in red over B
   <stem>_panel.png    A | B | prediction | overlay side by side
@@ -326,25 +326,17 @@ def pair_metrics(label_HxW: np.ndarray, change_HxW: np.ndarray, ignore_label: in
 # --- the job -----------------------------------------------------------------------------------
 
 def load_predictor(config, workdir: str, tile: int, checkpoint: str = "best"):
-  """(predict_fn for sliding_window_predict, checkpoint info) of a trained run."""
+  """(predict_fn for sliding_window_predict, checkpoint info) of a trained run: the method's
+  change score (> 0.5 where its change map says change)."""
   import jax
 
-  from jaxcd import parallel
-  from jaxcd.methods import common
+  from jaxcd import checkpointing, parallel
+  from jaxcd.methods import get_method
   mesh = parallel.make_mesh()
   size = fixed_input_size(config) or tile
-  model, state, meta, step, which = common.restore_trained(
-      config, workdir, (1, size, size, config.data.num_bands), mesh,
-      "best" if checkpoint == "best" else "checkpoints")
-  if config.method == "cdcluster":
-    # k cluster outputs: the checkpoint's cluster-to-change map turns them into a change score.
-    from jaxcd.methods import cdcluster
-    cmap = cdcluster.stored_change_map(meta, int(config.model.num_clusters))
-    score = cdcluster.make_change_score_fn(model, common.make_normalizer(config))
-    change_prob = lambda p, bs, a, b: score(p, bs, cmap, a, b)  # noqa: E731
-  else:
-    predict = common.make_predict_fn(model, common.make_normalizer(config))
-    change_prob = lambda p, bs, a, b: predict(p, bs, a, b)[..., 1]  # noqa: E731
+  predictor = get_method(config).load_predictor(
+      workdir, (1, size, size, config.data.num_bands),
+      checkpointing.BEST if checkpoint == "best" else checkpointing.LATEST)
   sharding, ndev = parallel.data_sharded(mesh), jax.device_count()
 
   def predict_fn(a_BxHxWxC: np.ndarray, b_BxHxWxC: np.ndarray):
@@ -354,9 +346,9 @@ def load_predictor(config, workdir: str, tile: int, checkpoint: str = "best"):
       a_BxHxWxC, b_BxHxWxC = (np.concatenate([x, np.repeat(x[-1:], extra, 0)])
                               for x in (a_BxHxWxC, b_BxHxWxC))
     a, b = jax.device_put(a_BxHxWxC, sharding), jax.device_put(b_BxHxWxC, sharding)
-    return change_prob(state.params, state.batch_stats, a, b)[:n]
+    return predictor.change_score(a, b)[:n]
 
-  return predict_fn, {"checkpoint": which, "step": int(step)}
+  return predict_fn, {"checkpoint": predictor.info["checkpoint"], "step": predictor.info["step"]}
 
 
 def predict_pairs(config, workdir: str, pairs: Sequence[Pair], out_dir: str | Path, *,

@@ -5,8 +5,7 @@ final metrics of the best checkpoint as a JSON last line.
 """
 from absl import app
 
-from jaxcd import cli, parallel
-from jaxcd.methods import get_method
+from jaxcd import cli, parallel, trainer
 
 def main(argv):
   del argv
@@ -16,7 +15,7 @@ def main(argv):
   def run():
     parallel.initialize_distributed(config.distributed)
     cli.log_process()
-    return get_method(config.method).train_and_evaluate(config, workdir)
+    return trainer.train_and_evaluate(config, workdir)
 
   final = cli.run_guarded(run)
   cli.print_json({"workdir": workdir, **{s: _summary(m) for s, m in (final or {}).items()}})

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 
 def _jsonable(v: Any) -> Any:
@@ -82,3 +83,11 @@ def read_metrics(workdir: str) -> list[dict[str, Any]]:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def progress(config, total: int, initial: int = 0, desc: str = "", leave: bool = True):
+  """A tqdm bar on process 0 when `config.progress` (a disabled one elsewhere)."""
+  import jax
+  show = config.progress and jax.process_index() == 0
+  return tqdm(total=total, initial=initial, desc=desc, disable=not show, dynamic_ncols=True,
+              leave=leave)

@@ -18,6 +18,12 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _grain_workers_outside_app_run():
+  from jaxcd import parallel
+  parallel.allow_grain_workers()  # tests run outside absl's app.run, as notebooks do
+
+
 @pytest.fixture
 def shared_data() -> Path:
   if not SHARED_DATA.is_dir():
@@ -62,3 +68,41 @@ def run_module(module: str, *args: str, env: dict | None = None, timeout: int = 
 
 def last_json(stdout: str) -> dict:
   return json.loads(stdout.strip().splitlines()[-1])
+
+
+def kill_when(cmd: list[str], path: Path | str, timeout: float = 600) -> None:
+  """Starts `cmd` from the repository root and SIGKILLs it as soon as `path` exists (e.g. a
+  committed checkpoint); fails if the run ended before it could be killed."""
+  import signal
+  import time
+  proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + timeout
+  while not os.path.exists(path) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+
+
+def train_cmd(test_module: str, workdir: str, **overrides) -> list[str]:
+  """`python -c` training `tiny_config(**overrides)` of a test module (e.g.
+  "methods.test_rcl") in `workdir`, as a separate process that can be killed."""
+  code = ("import sys; sys.path[:0] = ['tests']; import importlib, json; "
+          f"m = importlib.import_module({test_module!r}); "
+          "from jaxcd import trainer; "
+          "trainer.train_and_evaluate(m.tiny_config(**json.loads(sys.argv[2])), sys.argv[1])")
+  return [sys.executable, "-c", code, workdir, json.dumps(overrides)]
+
+
+def assert_same_checkpoint(a_dir, b_dir, step=None, which="checkpoints") -> None:
+  """The `state` items of two checkpoints are bit-identical."""
+  import jax
+  import numpy as np
+  from jaxcd import checkpointing
+  a, sa = checkpointing.load_numpy(str(a_dir), step, which)
+  b, sb = checkpointing.load_numpy(str(b_dir), step, which)
+  assert sa == sb
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  assert len(la) == len(lb) > 0
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(x, y)

@@ -14,17 +14,18 @@ import numpy as np  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 from jaxcd import parallel  # noqa: E402
 from jaxcd.data import pipeline, source_from_config  # noqa: E402
-from jaxcd.methods import common  # noqa: E402
+from jaxcd import losses, optim, state as state_lib, steps  # noqa: E402
+from jaxcd.data.normalize import make_normalizer  # noqa: E402
 
 
 def one_step(devices, config, batch_np):
   mesh = parallel.make_mesh(devices)
-  model = common.build_model(config)
-  tx, _ = common.make_optimizer(config.optim, config.num_steps)
-  state = common.create_state(model, tx, (1,) + batch_np["image_a"].shape[1:], config.seed, mesh)
+  model = state_lib.build_model(config)
+  tx, _ = optim.make_optimizer(config.optim, config.num_steps)
+  state = state_lib.create_state(model, tx, (1,) + batch_np["image_a"].shape[1:], config.seed, mesh)
   before = jax.device_get(state.params)
   sh = jax.tree_util.tree_map(lambda x: x.sharding, state)
-  step = common.make_train_step(model, tx, common.make_loss(config), common.make_normalizer(config),
+  step = steps.make_train_step(model, tx, losses.from_config(config.loss), make_normalizer(config),
                                 jax.random.key(config.seed), mesh, sh)
   state, m = step(state, parallel.to_global(batch_np, mesh))
   return before, jax.device_get(state.params), jax.device_get(state.batch_stats), jax.device_get(m)

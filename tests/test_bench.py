@@ -7,7 +7,7 @@ import pytest
 
 from jaxcd import bench
 from jaxcd.errors import ConfigError
-from jaxcd.methods import common
+from jaxcd import state as state_lib
 from jaxcd import config_base
 from jaxcd.models.layers import count_params
 
@@ -19,7 +19,7 @@ def _single_pair_reference(name: str, size: int) -> tuple[int, float]:
   """(param count, forward FLOPs of ONE pair) measured without the bench: no mesh, batch 1."""
   config = config_base.base_config()
   config.model.name = name
-  model = common.build_model(config)
+  model = state_lib.build_model(config)
   x = jax.ShapeDtypeStruct((1, size, size, 3), np.float32)
   variables = jax.eval_shape(lambda a, b: model.init(jax.random.key(0), a, b, train=False), x, x)
   fwd = jax.jit(lambda v, a, b: model.apply(v, a, b, train=False)["logits"])
@@ -28,6 +28,7 @@ def _single_pair_reference(name: str, size: int) -> tuple[int, float]:
   return count_params(variables["params"]), float(ca["flops"])
 
 
+@pytest.mark.slow
 def test_model_bench_json_line(capsys):
   # Two devices when the suite fakes several (batch 2 must divide the mesh), else one.
   devices = min(2, jax.device_count())
@@ -94,6 +95,7 @@ def test_hopfield_kernel_bench_both_implementations():
     assert m["max_abs_diff_vs_f32_ref"] < 1e-5  # float32: the same maths as the reference
 
 
+@pytest.mark.slow
 def test_clustering_bench_times_each_part(capsys):
   r = bench.run(["--clustering", "--images", "6", "--size", "32", "--batch", "4", "--k", "5",
                  "--max_samples", "3000", "--steps", "1", "--json"])[0]
@@ -106,6 +108,7 @@ def test_clustering_bench_times_each_part(capsys):
   assert r["min_cluster"] > 0  # repaired: no empty cluster
 
 
+@pytest.mark.slow
 def test_dsfernet_bench_builds_its_layernorms_for_the_bench_size():
   from jaxcd.models import get_model
   r = bench.bench_model("dsfernet", batch=1, size=32, steps=1)  # would raise at input_size 256

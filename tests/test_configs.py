@@ -1,24 +1,83 @@
-"""Every config file in configs/ loads, and only configs of the synthetic source carry the
-synthetic-only data fields (elsewhere an override such as --config.data.num_train must fail)."""
+"""Every config file in configs/ builds: its model (shapes only), its method, the loop's and the
+method's config checks, its loss, normaliser and optimizer, and its data fields are ones its
+source takes. Only configs of the synthetic source carry the synthetic-only data fields
+(elsewhere an override such as --config.data.num_train must fail)."""
+import inspect
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import pytest
 
-from jaxcd import config_base
-from jaxcd.data import list_sources
+from jaxcd import config_base, losses, optim, state as state_lib, trainer
+from jaxcd.data import _SOURCES, list_sources
+from jaxcd.data.normalize import make_normalizer
+from jaxcd.errors import ConfigError
+from jaxcd.methods import base, list_methods
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
+COMMON_DATA = {"name", "data_dir", "num_bands", "band_order", "mean", "std"}  # every source's
+
+
+def _load(path):
+  return config_base.sibling(str(path), path.stem)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
-def test_config_loads_with_a_known_source(path):
-  c = config_base.sibling(str(path), path.stem)
+def test_config_builds_its_model_and_method(path):
+  c = _load(path)
+  assert c.lock() is not None  # config_flags locks it: no field added later by code
+  method = trainer.check_config(c)  # the loop's fields and the method's own
+  assert isinstance(method, base.Method) and method.name == c.method
   assert c.data.name in list_sources()
   synthetic = [k for k in config_base.SYNTHETIC_FIELDS if k in c.data]
   if c.data.name == "synthetic":
     assert synthetic == list(config_base.SYNTHETIC_FIELDS)
   else:
     assert not synthetic, f"{path.name}: synthetic-only data fields on {c.data.name}: {synthetic}"
+  params = inspect.signature(_SOURCES[c.data.name]).parameters
+  extra = set(c.data.keys()) - COMMON_DATA
+  assert extra <= set(params), f"{c.data.name} does not take {sorted(extra - set(params))}"
+  make_normalizer(c)  # mean/std agree with num_bands
+  if not method.trains:
+    return
+  optim.make_optimizer(c.optim, max(c.num_steps, 1))
+  model = state_lib.build_model(c)  # every model field is a constructor argument
+  s = c.model.get("input_size") or c.data.get("image_size") or 64
+  x = jax.ShapeDtypeStruct((2, s, s, c.data.num_bands), jnp.float32)
+  v = jax.eval_shape(lambda a: model.init(jax.random.key(0), a, a), x)
+  out = jax.eval_shape(lambda v, a: model.apply(v, a, a), v, x)
+  assert out["logits"].shape[:3] == (2, s, s)
+  # The change map of the method's evaluation and prediction has the images' shape.
+  head = method.head(base.RunMeta())
+  assert jax.eval_shape(method.classes, out["logits"], head).shape == (2, s, s)
+  assert jax.eval_shape(method.change_score, out["logits"], head).shape == (2, s, s)
+  if c.method == "supervised":  # the others build their losses from their own fields
+    labels = jax.ShapeDtypeStruct((2, s, s), jnp.uint8)
+    loss, aux = jax.eval_shape(losses.from_config(c.loss), out, labels)
+    assert loss.shape == () and isinstance(aux, dict)
+
+
+def test_every_method_module_has_a_config():
+  assert set(list_methods()) == {_load(p).method for p in CONFIGS}
+
+
+@pytest.mark.parametrize("field,value", [("eval_every", -1), ("checkpoint_every", -2),
+                                         ("log_every", -3), ("num_steps", -1)])
+def test_loop_fields_are_checked_once_with_one_line_errors(field, value):
+  c = _load(CONFIGS[0])
+  with c.unlocked():
+    c[field] = value
+  with pytest.raises(ConfigError, match=f"config.{field} must be an integer >= 0") as e:
+    trainer.check_config(c)
+  assert "\n" not in str(e.value)
+
+
+def test_unknown_method_names_the_known_ones():
+  c = _load(CONFIGS[0])
+  c.method = "no_such_method"
+  with pytest.raises(ConfigError, match="config.method: unknown method 'no_such_method'.*rcl"):
+    trainer.check_config(c)
 
 
 def test_on_dataset_drops_synthetic_fields():

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxcd import convert
+from jaxcd import weights
 from jaxcd.errors import DataError
 from jaxcd.models.dsfernet import DsferNet
 from jaxcd.models.vgg import VGG16Features
@@ -57,7 +57,7 @@ def test_converted_dsfernet_matches_torch_in_eval_mode(torch_net, state_dict):
   torch_net.eval()
   with torch.no_grad():
     want = dict(zip(("logits", "aux4", "aux5"), torch_net(xa, xb)))
-  variables = convert.dsfernet_from_torch(state_dict)
+  variables = weights.dsfernet_from_torch(state_dict)
   got = jax.jit(lambda v, a, b: DsferNet(input_size=S).apply(v, a, b, train=False))(
       variables, _nhwc(xa), _nhwc(xb))
   for k in want:
@@ -74,7 +74,7 @@ def test_converted_dsfernet_matches_torch_in_train_mode(torch_net, state_dict):
   xa, xb = _inputs(3)
   with torch.no_grad():
     want = net(xa, xb)[0]
-  variables = convert.dsfernet_from_torch(state_dict)
+  variables = weights.dsfernet_from_torch(state_dict)
   got, upd = jax.jit(lambda v, a, b: DsferNet(input_size=S).apply(
       v, a, b, train=True, mutable=["batch_stats"]))(variables, _nhwc(xa), _nhwc(xb))
   assert _rel(got["logits"], _nhwc(want)) < 1e-4
@@ -92,7 +92,7 @@ def test_vgg16_from_torchvision_matches_torch_features():
   sd = {k: v.numpy() for k, v in vgg.state_dict().items()}
   # torchvision checkpoints also hold the classifier; the encoder skips it (small stand-ins here).
   sd.update({"classifier.0.weight": np.zeros((4, 8), np.float32), "classifier.6.bias": np.zeros(3)})
-  params = convert.vgg16_from_torchvision(sd)
+  params = weights.vgg16_from_torchvision(sd)
   x = torch.randn(1, 3, 32, 32)
   with torch.no_grad():
     want = vgg.taps(x)
@@ -105,12 +105,12 @@ def test_vgg16_from_torchvision_matches_torch_features():
 
 def test_strictness_without_torch():
   with pytest.raises(DataError, match="missing key 'layernorm1.weight'"):
-    convert.dsfernet_from_torch({})
+    weights.dsfernet_from_torch({})
   with pytest.raises(DataError, match="missing key 'features.0.weight'"):
-    convert.vgg16_from_torchvision({})
+    weights.vgg16_from_torchvision({})
   # vgg16_bn numbers its layers differently: index 1 is a BatchNorm there.
   with pytest.raises(DataError, match="unexpected key 'features.1.weight'"):
-    convert.vgg16_from_torchvision({"features.1.weight": np.zeros(64, np.float32)},
+    weights.vgg16_from_torchvision({"features.1.weight": np.zeros(64, np.float32)},
                                    source="/x/vgg16_bn.pth")
 
 
@@ -118,39 +118,39 @@ def test_dsfernet_strictness(state_dict):
   bad = dict(state_dict)
   bad.pop("dec3.single_conv.1.running_var")
   with pytest.raises(DataError, match=r"ckpt.pth: missing key 'dec3.single_conv.1.running_var'"):
-    convert.dsfernet_from_torch(bad, source="ckpt.pth")
+    weights.dsfernet_from_torch(bad, source="ckpt.pth")
   with pytest.raises(DataError, match="unexpected key 'module.outc.conv.bias'"):
-    convert.dsfernet_from_torch({**state_dict, "module.outc.conv.bias": np.zeros(2)})
+    weights.dsfernet_from_torch({**state_dict, "module.outc.conv.bias": np.zeros(2)})
   bad = dict(state_dict)
   bad["hopf4.linear_v.linear_qkv.weight"] = np.zeros((512, 256), np.float32)
   with pytest.raises(DataError, match="'hopf4.linear_v.linear_qkv.weight' has shape"):
-    convert.dsfernet_from_torch(bad)
+    weights.dsfernet_from_torch(bad)
   # num_batches_tracked is a PyTorch-only counter: accepted when present, not required.
   lean = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
   assert len(lean) < len(state_dict)
-  convert.dsfernet_from_torch(lean)
+  weights.dsfernet_from_torch(lean)
 
 
 def test_load_state_dict_npz_and_errors(tmp_path):
   sd = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "b.bias": np.ones(2, np.float32)}
   np.savez(tmp_path / "w.npz", **sd)
-  got = convert.load_state_dict(tmp_path / "w.npz")
+  got = weights.load_state_dict(tmp_path / "w.npz")
   assert set(got) == set(sd) and all(np.array_equal(got[k], sd[k]) for k in sd)
   with pytest.raises(DataError, match="nope.pth: checkpoint file not found"):
-    convert.load_state_dict(tmp_path / "nope.pth")
+    weights.load_state_dict(tmp_path / "nope.pth")
   (tmp_path / "w.ckpt").write_bytes(b"x")
   with pytest.raises(DataError, match="w.ckpt: unknown checkpoint format"):
-    convert.load_state_dict(tmp_path / "w.ckpt")
+    weights.load_state_dict(tmp_path / "w.ckpt")
   (tmp_path / "broken.npz").write_bytes(b"not a zip")
   with pytest.raises(DataError, match="broken.npz"):
-    convert.load_state_dict(tmp_path / "broken.npz")
+    weights.load_state_dict(tmp_path / "broken.npz")
 
 
 def test_load_state_dict_safetensors(tmp_path):
   st = pytest.importorskip("safetensors.numpy", reason="safetensors not installed")
   sd = {"features.0.weight": np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)}
   st.save_file(sd, str(tmp_path / "w.safetensors"))
-  got = convert.load_state_dict(tmp_path / "w.safetensors")
+  got = weights.load_state_dict(tmp_path / "w.safetensors")
   np.testing.assert_array_equal(got["features.0.weight"], sd["features.0.weight"])
 
 
@@ -161,14 +161,14 @@ def test_load_state_dict_pth(tmp_path):
   torch.save(sd, tmp_path / "plain.pth")
   torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "wrapped.pth")
   for name in ("plain.pth", "wrapped.pth"):
-    got = convert.load_state_dict(tmp_path / name)
+    got = weights.load_state_dict(tmp_path / name)
     assert set(got) == {"w", "h", "n"}
     np.testing.assert_array_equal(got["w"], sd["w"].numpy())
     np.testing.assert_array_equal(got["h"], sd["h"].float().numpy())
     assert got["h"].dtype == np.float32 and int(got["n"]) == 7
   (tmp_path / "corrupt.pth").write_bytes(b"\x00garbage")
   with pytest.raises(DataError, match="corrupt.pth: not a readable PyTorch checkpoint"):
-    convert.load_state_dict(tmp_path / "corrupt.pth")
+    weights.load_state_dict(tmp_path / "corrupt.pth")
 
 
 def test_reading_pth_without_torch_names_the_extra(tmp_path, monkeypatch):
@@ -176,6 +176,6 @@ def test_reading_pth_without_torch_names_the_extra(tmp_path, monkeypatch):
   path.write_bytes(b"whatever")
   monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail, as without torch
   with pytest.raises(DataError) as e:
-    convert.load_state_dict(path)
+    weights.load_state_dict(path)
   msg = str(e.value)
   assert "\n" not in msg and str(path) in msg and "pip install 'jaxcd[torch]'" in msg

@@ -1,19 +1,23 @@
-"""`python -m jaxcd.convert dsfernet --torch CKPT --workdir W`: the stored checkpoint is the
-converted model (checked against a PyTorch MyNet with the official names where torch is
+"""`python -m jaxcd.convert dsfernet --torch CKPT --workdir W --config C`: the stored checkpoint
+is the converted model (checked against a PyTorch MyNet with the official names where torch is
 installed, and against explicit layout transposes of an .npz elsewhere), and `jaxcd.evaluate`
-loads it."""
+loads it; --config is required."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcd import checkpointing, convert
+from jaxcd import checkpointing
 from jaxcd.config_base import sibling
 from jaxcd.data import source_from_config
+from jaxcd.data.normalize import make_normalizer
 from jaxcd.evaluate import evaluate_workdir
-from jaxcd.methods import common
 from jaxcd.models.dsfernet import DsferNet
+from jaxcd.optim import make_optimizer
+from jaxcd.state import build_model, create_state
+from jaxcd.weights.dsfernet import _dsfernet_rules
+from jaxcd.weights.rules import _chw, _conv, _linear
 
 try:
   from tests.conftest import REPO, last_json, run_module
@@ -52,6 +56,7 @@ def _rel(a, b) -> float:
   return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+@pytest.mark.slow
 def test_converted_torch_checkpoint_evaluates_like_the_torch_model(tmp_path):
   pytest.importorskip("torch", reason=TORCH_REASON)
   import torch
@@ -88,9 +93,12 @@ def test_converted_torch_checkpoint_evaluates_like_the_torch_model(tmp_path):
 
   # The stored state, restored as evaluate/predict do, gives the torch logits.
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
-  model, state, meta, step, which = common.restore_trained(config, str(workdir), (1, S, S, 3), mesh)
+  model = build_model(config)
+  tx, _ = make_optimizer(config.optim, config.num_steps)
+  abstract = create_state(model, tx, (1, S, S, 3), config.seed, mesh, abstract=True)
+  state, meta, step, which = checkpointing.restore_for_inference(str(workdir), abstract)
   assert (step, which, meta["converted_from"]) == (0, "best", str(ckpt))
-  norm = common.make_normalizer(config)
+  norm = make_normalizer(config)
   got = model.apply(state.variables(), norm(jnp.asarray(recs[0]["image_a"][None])),
                     norm(jnp.asarray(recs[0]["image_b"][None])), train=False)["logits"][0]
   assert _rel(got, torch_logits[0]) < 1e-4
@@ -108,9 +116,9 @@ def _npz_state_dict(path, seed=0) -> dict[str, np.ndarray]:
   x = jax.ShapeDtypeStruct((1, S, S, 3), jnp.float32)
   shapes = jax.eval_shape(lambda a: DsferNet(input_size=S).init(jax.random.key(0), a, a), x)
   rng = np.random.default_rng(seed)
-  to_torch = {convert._conv: (3, 2, 0, 1), convert._linear: (1, 0), convert._chw: (2, 0, 1)}
+  to_torch = {_conv: (3, 2, 0, 1), _linear: (1, 0), _chw: (2, 0, 1)}
   sd = {}
-  for key, (coll, tree_path, transform) in convert._dsfernet_rules().items():
+  for key, (coll, tree_path, transform) in _dsfernet_rules().items():
     leaf = shapes[coll]
     for p in tree_path:
       leaf = leaf[p]
@@ -123,6 +131,7 @@ def _npz_state_dict(path, seed=0) -> dict[str, np.ndarray]:
   return sd
 
 
+@pytest.mark.slow
 def test_npz_checkpoint_without_torch(tmp_path):
   sd = _npz_state_dict(tmp_path / "official.npz")
   workdir = tmp_path / "run"
@@ -152,3 +161,11 @@ def test_cli_errors_are_one_line(tmp_path):
   assert "w.npz" in err and "config.model.input_size=128" in err and "64x64" in err
   proc = _convert(tmp_path / "missing.pth", tmp_path / "run", check=False)
   assert proc.returncode == 2 and "missing.pth: checkpoint file not found" in proc.stderr
+
+
+def test_config_is_required(tmp_path):
+  # No default config is looked up under configs/: without --config absl refuses to start.
+  proc = run_module("jaxcd.convert", "dsfernet", "--torch", str(tmp_path / "w.npz"), "--workdir",
+                    str(tmp_path / "run"), check=False)
+  assert proc.returncode != 0 and "Flag --config must have a value" in proc.stderr
+  assert not (tmp_path / "run").exists()

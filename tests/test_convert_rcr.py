@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxcd import convert
+from jaxcd import weights
 from jaxcd.errors import ConfigError, DataError
 from jaxcd.models.rcr import RCRNet
 from jaxcd.models.resnet import ResNet, output_stride
@@ -91,7 +91,7 @@ def _get(tree, path):
 def test_every_imagenet_tensor_lands(deep):
   sd = imagenet_state_dict(deep)
   expected = backbone_shapes(deep)
-  got = convert.rcr_backbone_from_imagenet(sd, expected, stem="deep" if deep else "standard")
+  got = weights.rcr_backbone_from_imagenet(sd, expected, stem="deep" if deep else "standard")
   n = 0
   for key, value in sd.items():
     loc = flax_location(key)
@@ -107,7 +107,7 @@ def test_every_imagenet_tensor_lands(deep):
   # torchcv (SemiCD's ResNet) files the deep stem under `prefix.`: the same weights.
   if deep:
     prefixed = {("prefix." + k if re.match(r"(conv|bn)\d\.", k) else k): v for k, v in sd.items()}
-    again = convert.rcr_backbone_from_imagenet(prefixed, expected, stem="deep")
+    again = weights.rcr_backbone_from_imagenet(prefixed, expected, stem="deep")
     np.testing.assert_array_equal(again["params"]["conv3"]["kernel"], got["params"]["conv3"]["kernel"])
 
 
@@ -115,19 +115,19 @@ def test_imagenet_mismatches_are_one_line_errors():
   deep, std = imagenet_state_dict(True, width=16), imagenet_state_dict(False, width=16)
   with pytest.raises(DataError, match=r"x\.pth: a deep-stem .* config.model.stem='standard'; "
                                       r"set config.model.stem='deep'"):
-    convert.rcr_backbone_from_imagenet(deep, backbone_shapes(False, 16), stem="standard", source="x.pth")
+    weights.rcr_backbone_from_imagenet(deep, backbone_shapes(False, 16), stem="standard", source="x.pth")
   with pytest.raises(DataError, match=r"set config.model.stem='standard'"):
-    convert.rcr_backbone_from_imagenet(std, backbone_shapes(True, 16), stem="deep")
+    weights.rcr_backbone_from_imagenet(std, backbone_shapes(True, 16), stem="deep")
   bad = dict(deep)
   bad.pop("layer4.2.bn3.running_var")
   with pytest.raises(DataError, match=r"w\.npz: missing key 'layer4\.2\.bn3\.running_var'"):
-    convert.rcr_backbone_from_imagenet(bad, backbone_shapes(True, 16), source="w.npz")
+    weights.rcr_backbone_from_imagenet(bad, backbone_shapes(True, 16), source="w.npz")
   with pytest.raises(DataError, match=r"'conv1\.weight' has shape \(16, 3, 3, 3\).*\(3, 3, 4, 16\)"):
-    convert.rcr_backbone_from_imagenet(deep, backbone_shapes(True, 16, bands=4))
+    weights.rcr_backbone_from_imagenet(deep, backbone_shapes(True, 16, bands=4))
   with pytest.raises(DataError, match=r"has shape .*config.model.width=64"):
-    convert.rcr_backbone_from_imagenet(deep, backbone_shapes(True, 8))
+    weights.rcr_backbone_from_imagenet(deep, backbone_shapes(True, 8))
   with pytest.raises(DataError, match="unexpected key 'layer5.0.conv1.weight'"):
-    convert.rcr_backbone_from_imagenet({**deep, "layer5.0.conv1.weight": np.zeros(1)},
+    weights.rcr_backbone_from_imagenet({**deep, "layer5.0.conv1.weight": np.zeros(1)},
                                        backbone_shapes(True, 16))
 
 
@@ -146,22 +146,22 @@ def test_init_backbone_variables_from_file(tmp_path):
   zeros = lambda tree: jax.tree_util.tree_map(lambda s: np.zeros(s.shape, np.float32), tree)
   params = {"backbone": zeros(shapes["params"]), "psp": {"keep": np.ones(2)}}
   batch_stats = {"backbone": zeros(shapes["batch_stats"]), "psp": {"keep": np.ones(3)}}
-  new_params, new_stats = convert.init_backbone_variables(_config(path), params, batch_stats)
+  new_params, new_stats = weights.init_backbone_variables(_config(path), params, batch_stats)
   assert new_params["psp"] is params["psp"] and new_stats["psp"] is batch_stats["psp"]
   np.testing.assert_array_equal(new_params["backbone"]["layer3_5"]["conv2"]["kernel"],
                                 sd["layer3.5.conv2.weight"].transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(new_stats["backbone"]["bn2"]["var"], sd["bn2.running_var"])
   assert params["backbone"]["bn2"]["scale"].sum() == 0  # inputs untouched
   # Without batch_stats (a model without BatchNorm state wanted): params only.
-  only, none = convert.init_backbone_variables(_config(path), params, None)
+  only, none = weights.init_backbone_variables(_config(path), params, None)
   assert none is None and np.array_equal(only["backbone"]["bn1"]["bias"], sd["bn1.bias"])
   # The wrong stem for the file: one line naming the file and what to set.
   with pytest.raises(DataError) as e:
-    convert.init_backbone_variables(_config(path, stem="standard"), params, batch_stats)
+    weights.init_backbone_variables(_config(path, stem="standard"), params, batch_stats)
   msg = str(e.value)
   assert "\n" not in msg and str(path) in msg and "config.model.stem='deep'" in msg
   with pytest.raises(ConfigError, match="no ImageNet backbone import for model 'fc_siam_diff'"):
-    convert.init_backbone_variables(_config(path, name="fc_siam_diff"), params, batch_stats)
+    weights.init_backbone_variables(_config(path, name="fc_siam_diff"), params, batch_stats)
 
 
 # --- parity with a PyTorch reference (tests/torch_reference/rcr_ref.py) -------------------------
@@ -193,7 +193,7 @@ def test_imagenet_encoder_matches_torch(deep, width):
   x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
   with torch.no_grad():
     want = _nhwc(net(x))
-  variables = convert.rcr_backbone_from_imagenet(sd, backbone_shapes(deep, width),
+  variables = weights.rcr_backbone_from_imagenet(sd, backbone_shapes(deep, width),
                                                  stem="deep" if deep else "standard")
   trunk = ResNet(stage_sizes=(3, 4, 6, 3), block="bottleneck", deep_stem=deep, width=width,
                  **output_stride(8))
@@ -222,7 +222,7 @@ def test_official_model_matches_torch_in_eval_and_train_mode(official):
 
   import torch
   net, sd, model, expected, xa, xb = official
-  variables = convert.rcr_from_official(sd, expected)
+  variables = weights.rcr_from_official(sd, expected)
   assert jax.tree_util.tree_structure(variables) == jax.tree_util.tree_structure(expected)
 
   @jax.jit  # one compilation for both modes
@@ -249,11 +249,11 @@ def test_official_model_matches_torch_in_eval_and_train_mode(official):
 
 def test_official_names_prefix_and_strictness(official):
   _, sd, _, expected, _, _ = official
-  plain = convert.rcr_from_official(sd, expected)
+  plain = weights.rcr_from_official(sd, expected)
   # A DataParallel checkpoint, with RCR's auxiliary decoders: the same network.
   wrapped = {f"module.{k}": v for k, v in sd.items()}
   wrapped["module.aux_decoders.0.upsample.0.weight"] = np.zeros((8, 128, 3, 3), np.float32)
-  again = convert.rcr_from_official(wrapped, expected)
+  again = weights.rcr_from_official(wrapped, expected)
   for a, b in zip(jax.tree_util.tree_leaves(plain), jax.tree_util.tree_leaves(again)):
     np.testing.assert_array_equal(a, b)
   k = sd["encoder.psp.stages.3.1.weight"]
@@ -265,4 +265,4 @@ def test_official_names_prefix_and_strictness(official):
   bad = dict(sd)
   bad.pop("main_decoder.upsample.3.weight")
   with pytest.raises(DataError, match=r"best\.pth: missing key 'main_decoder\.upsample\.3\.weight'"):
-    convert.rcr_from_official(bad, expected, source="best.pth")
+    weights.rcr_from_official(bad, expected, source="best.pth")

@@ -11,6 +11,8 @@ from conftest import last_json, run_module
 from jaxcd.config_base import sibling
 from jaxcd.experiments import initial_alignment as ia_lib
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"data.num_train": 6, "data.num_val": 2, "data.num_test": 2, "input.eval_batch_size": 4}
 

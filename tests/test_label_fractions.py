@@ -72,6 +72,7 @@ def test_paper_tables_and_errors(tmp_path):
     lf.run(c, str(tmp_path), [10.0], train_fn=fake_train([]))
 
 
+@pytest.mark.slow
 def test_command_line_with_overrides(tmp_path):
   # A config file that swaps the network for FC-Siam-diff (compiles in seconds).
   cfg = tmp_path / "tiny_rcl.py"

@@ -1,9 +1,11 @@
-"""Confusion matrices and metrics against scikit-learn, accumulation, masking, jit."""
+"""Confusion matrices and metrics against scikit-learn, accumulation, masking, jit; NMI and
+adjusted mutual information against scikit-learn."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn import metrics as skm
+from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
 
 from jaxcd import metrics
 
@@ -141,3 +143,41 @@ def test_jit_and_sharded_batch():
   cm_sharded = fn(jax.device_put(jnp.asarray(pred), sh), jax.device_put(jnp.asarray(label), sh),
                   2, IGNORE)
   np.testing.assert_array_equal(np.asarray(cm_sharded), np.asarray(cm))
+
+
+# --- NMI / AMI -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n,ka,kb", [(40, 2, 2), (300, 2, 20), (500, 5, 7), (2000, 30, 3),
+                                     (1000, 50, 50), (60, 1, 4), (25, 25, 25)])
+def test_nmi_and_ami_match_sklearn(n, ka, kb):
+  rng = np.random.default_rng(n + ka + kb)
+  a = rng.integers(0, ka, n)
+  b = rng.integers(0, kb, n)
+  b[: n // 2] = a[: n // 2] % kb  # partly dependent labelings
+  assert metrics.nmi(a, b) == pytest.approx(normalized_mutual_info_score(a, b), abs=1e-12)
+  assert metrics.adjusted_mutual_info(a, b) == pytest.approx(adjusted_mutual_info_score(a, b),
+                                                             abs=1e-10)
+
+
+def test_mutual_info_edge_cases_and_arbitrary_label_values():
+  a = np.array([0, 0, 1, 1, 2, 2])
+  relabelled = np.array([255, 255, 7, 7, -3, -3])  # a permutation of names: a perfect match
+  assert metrics.nmi(a, relabelled) == pytest.approx(1.0)
+  assert metrics.adjusted_mutual_info(a, relabelled) == pytest.approx(1.0)
+  for x, y in [(np.zeros(5, int), np.zeros(5, int)), (np.zeros(5, int), np.arange(5)),
+               (np.arange(4), np.arange(4)), (np.array([], int), np.array([], int))]:
+    assert metrics.nmi(x, y) == pytest.approx(normalized_mutual_info_score(x, y))
+    assert metrics.adjusted_mutual_info(x, y) == pytest.approx(adjusted_mutual_info_score(x, y))
+  # Label maps (any shape) flatten; many pixels against a 2-class ground truth still match.
+  rng = np.random.default_rng(0)
+  gt = (rng.random((4, 64, 64)) < 0.1).astype(np.uint8)
+  pl = rng.integers(0, 40, (4, 64, 64)).astype(np.uint8)
+  pl[gt == 1] = rng.integers(0, 5, int(gt.sum()))
+  assert metrics.adjusted_mutual_info(gt, pl) == pytest.approx(
+      adjusted_mutual_info_score(gt.ravel(), pl.ravel()), abs=1e-10)
+  # The chunked sum gives the same answer with tiny chunks.
+  table = metrics.contingency(gt, pl)
+  assert metrics.expected_mutual_info(table, max_terms=7) == pytest.approx(
+      metrics.expected_mutual_info(table), rel=1e-12)
+  with pytest.raises(ValueError, match="differ in size"):
+    metrics.nmi(np.zeros(3, int), np.zeros(4, int))

@@ -10,6 +10,8 @@ import pytest
 from conftest import REPO, tiny_overrides
 from jaxcd import checkpointing, writers
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 
 def test_sharded_step_equals_single_device_step():
   proc = subprocess.run([sys.executable, str(REPO / "tests" / "sharded_step_check.py")], cwd=REPO,

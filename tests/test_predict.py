@@ -258,6 +258,7 @@ def _check_change_maps(res: dict, h: int, w: int) -> np.ndarray:
   return change // 255
 
 
+@pytest.mark.slow
 def test_cli_pair_with_label_metrics_and_geotiff(trained, scenes, tmp_path):
   s = scenes[0]
   out = tmp_path / "out"
@@ -298,6 +299,7 @@ def test_cli_pair_with_label_metrics_and_geotiff(trained, scenes, tmp_path):
       np.testing.assert_array_equal(ds.read(1), pred * 255)
 
 
+@pytest.mark.slow
 def test_cli_pairs_file_without_and_with_label(trained, scenes, tmp_path):
   f = tmp_path / "pairs.txt"
   s0, s1 = scenes[0], scenes[1]
@@ -353,6 +355,7 @@ def test_cli_no_checkpoint(scenes, tmp_path):
   assert str(empty) in _error_line(r)
 
 
+@pytest.mark.slow
 def test_cli_band_count_differs_from_config(trained, tmp_path):
   a = _png(tmp_path / "grey_A.png", np.zeros((40, 40), np.uint8))
   b = _png(tmp_path / "grey_B.png", np.zeros((40, 40), np.uint8))

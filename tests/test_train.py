@@ -12,7 +12,9 @@ import pytest
 from conftest import REPO, last_json, run_module, tiny_config, tiny_overrides
 from jaxcd import checkpointing, writers
 from jaxcd.errors import TrainingError
-from jaxcd.methods import supervised
+from jaxcd import trainer
+
+pytestmark = pytest.mark.slow  # end-to-end runs
 
 EVAL_KEYS = {"step", "split", "f1", "iou", "precision", "recall", "oa", "kappa"}
 
@@ -20,7 +22,7 @@ EVAL_KEYS = {"step", "split", "f1", "iou", "precision", "recall", "oa", "kappa"}
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run"))
-  final = supervised.train_and_evaluate(tiny_config(), workdir)
+  final = trainer.train_and_evaluate(tiny_config(), workdir)
   return workdir, final
 
 
@@ -49,7 +51,7 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(trained):
 def test_rerun_of_a_finished_run_rewrites_only_the_final_rows(trained):
   workdir, final = trained
   before = writers.read_metrics(workdir)
-  again = supervised.train_and_evaluate(tiny_config(), workdir)  # resumes at the last step
+  again = trainer.train_and_evaluate(tiny_config(), workdir)  # resumes at the last step
   after = writers.read_metrics(workdir)
   strip = lambda rows: [{k: v for k, v in r.items() if k != "time"} for r in rows]
   assert strip(after) == strip(before)  # no duplicated rows, same final evaluation
@@ -109,7 +111,7 @@ def test_resume_after_kill_between_best_and_latest_save(trained, tmp_path):
   for s in os.listdir(os.path.join(killed, "checkpoints")):
     if int(s) >= best:
       shutil.rmtree(os.path.join(killed, "checkpoints", s))
-  again = supervised.train_and_evaluate(tiny_config(), killed)
+  again = trainer.train_and_evaluate(tiny_config(), killed)
   assert os.listdir(os.path.join(killed, "best")) == [str(best)]
   assert again["test"]["f1"] == pytest.approx(final["test"]["f1"])
   a, _ = checkpointing.load_numpy(workdir, which=checkpointing.BEST)
@@ -120,12 +122,12 @@ def test_resume_after_kill_between_best_and_latest_save(trained, tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_checkpoints(tmp_path):
   workdir = str(tmp_path)
-  supervised.train_and_evaluate(tiny_config(num_steps=4, eval_every=4, checkpoint_every=4), workdir)
+  trainer.train_and_evaluate(tiny_config(num_steps=4, eval_every=4, checkpoint_every=4), workdir)
   before, _ = checkpointing.load_numpy(workdir)
   # Resume with an absurd learning rate: the first resumed update overflows.
   cfg = tiny_config(num_steps=8, eval_every=4, checkpoint_every=1, **{"optim.lr": 1e30})
   with pytest.raises(TrainingError, match=r"non-finite .* at step [56].*stay valid") as e:
-    supervised.train_and_evaluate(cfg, workdir)
+    trainer.train_and_evaluate(cfg, workdir)
   assert "\n" not in str(e.value) and workdir in str(e.value)
   after, step = checkpointing.load_numpy(workdir)
   assert step <= 5
@@ -157,7 +159,7 @@ def test_cli_missing_data_dir_is_one_line_error(tmp_path):
 
 def test_bfloat16_compute_trains_with_float32_params(tmp_path):
   workdir = str(tmp_path)
-  supervised.train_and_evaluate(tiny_config(dtype="bfloat16", num_steps=3, eval_every=3,
+  trainer.train_and_evaluate(tiny_config(dtype="bfloat16", num_steps=3, eval_every=3,
                                             checkpoint_every=3), workdir)
   losses = [r["loss"] for r in writers.read_metrics(workdir) if r["split"] == "train"]
   assert len(losses) == 3 and all(np.isfinite(losses))

@@ -6,28 +6,10 @@ A source is a sequence (`len(src)`, `src[i]`) of records
 `make_source(name, split, **fields)`. Every problem with the files raises `jaxcd.errors.DataError`
 with a one-line message naming the file or field.
 """
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Sequence
 
+from jaxcd.data.registry import SOURCES as _SOURCES, SPLITS, PairSource, register_source  # noqa: F401
 from jaxcd.errors import ConfigError
-
-SPLITS = ("train", "val", "test")
-
-_SOURCES: dict[str, Callable[..., "PairSource"]] = {}
-
-
-class PairSource(Protocol):
-  def __len__(self) -> int: ...
-  def __getitem__(self, index: int) -> dict[str, Any]: ...
-
-
-def register_source(name: str):
-  """Decorator registering a source class/factory `f(split, **kwargs)` under `name`."""
-  def deco(fn):
-    if name in _SOURCES:
-      raise ValueError(f"source {name!r} registered twice")
-    _SOURCES[name] = fn
-    return fn
-  return deco
 
 
 def make_source(name: str, split: str, **kwargs: Any) -> PairSource:
@@ -51,4 +33,4 @@ def list_sources() -> Sequence[str]:
 
 def _import_all():
   # Each module registers its sources on import.
-  from jaxcd.data import sources, synthetic  # noqa: F401
+  from jaxcd.data import cdd, folder, levir_cd, synthetic, sztaki, tfds, whu_cd  # noqa: F401

@@ -10,14 +10,14 @@ and each process reads and augments only its own examples.
 
 Batches are grain elements (batching happens in the MapDataset), so grain's thread pool and
 worker processes each build whole batches and a batch does not depend on `worker_count`.
-Iterator state (`it.get_state()`) is a small JSON-able dict; `state_to_json`/`state_from_json`
-serialise it for checkpoints.
+Training draws from `Streams`: named grain iterators stepped together, whose batches are joined
+on the host (one transfer per step). Its state is what grain's orbax `CheckpointHandler` saves for
+an iterator (one JSON file per process).
 """
 import json
 import time
 from typing import Any, Sequence
 
-from absl import flags
 import grain
 import numpy as np
 
@@ -53,6 +53,23 @@ def _source_name(source: Any) -> str:
     if getattr(source, attr, None):
       return f"{type(source).__name__}({getattr(source, attr)})"
   return type(source).__name__
+
+
+class Subset:
+  """Random-access view of `source` at `indices`, each record tagged with `kind` when given
+  (RCL's labeled/unlabeled streams); picklable, for grain workers."""
+
+  def __init__(self, source: Any, indices: Sequence[int], kind: str | None = None):
+    self.source, self.indices, self.kind = source, np.asarray(indices, np.int64), kind
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    rec = dict(self.source[int(self.indices[i])])
+    if self.kind:
+      rec["kind"] = self.kind
+    return rec
 
 
 class _AugmentTrain:
@@ -140,10 +157,8 @@ def _to_iter(ds: grain.MapDataset, num_threads: int, worker_count: int,
                            prefetch_buffer_size=max(prefetch, num_threads, 1))
   it_ds = ds.to_iter_dataset(read)
   if worker_count > 0:
-    # grain's worker processes read absl flags; outside an absl `app.run` (tests, notebooks,
-    # plain scripts) they are unparsed and grain raises, so fall back to the flag defaults.
-    if not flags.FLAGS.is_parsed():
-      flags.FLAGS.mark_as_parsed()
+    # grain's workers read absl flags: callers outside `app.run` first call
+    # `parallel.allow_grain_workers()` (the trainer and the bench do).
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
   return it_ds
 
@@ -182,6 +197,46 @@ def state_from_json(text: str) -> dict[str, Any]:
   """Inverse of `state_to_json`; integer dict keys (grain's `future_states`) become ints again."""
   return json.loads(text, object_pairs_hook=lambda pairs: {
       int(k) if k.isdigit() else k: v for k, v in pairs})
+
+
+class Streams:
+  """Named training streams stepped together: `next` gives one host batch, the streams' batches
+  concatenated in order (e.g. RCL's labeled pairs, then unlabeled ones). Each stream is a
+  `train_dataset`, so each stream's global batch is process-count invariant.
+
+  `get_state`/`set_state` speak bytes (JSON of every stream's grain state), the protocol grain's
+  orbax `CheckpointHandler` uses for iterators that are not its own, so checkpoints store it with
+  grain's handler, one file per process."""
+
+  def __init__(self, iterators: dict[str, Any]):
+    if not iterators:
+      raise ValueError("Streams needs at least one stream")
+    self.iterators = dict(iterators)
+
+  def __iter__(self) -> "Streams":
+    return self
+
+  def __next__(self) -> Batch:
+    batches = [next(it) for it in self.iterators.values()]
+    if len(batches) == 1:
+      return batches[0]
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+  def get_state(self) -> bytes:
+    return state_to_json({name: it.get_state() for name, it in self.iterators.items()}).encode()
+
+  def set_state(self, state: bytes | str) -> None:
+    states = state_from_json(state.decode() if isinstance(state, bytes) else state)
+    if set(states) != set(self.iterators):
+      raise DataError(f"checkpointed data streams {sorted(states)} do not match "
+                      f"{sorted(self.iterators)}")
+    for name, it in self.iterators.items():
+      it.set_state(states[name])
+
+  def start_prefetch(self) -> None:
+    for it in self.iterators.values():
+      if hasattr(it, "start_prefetch"):
+        it.start_prefetch()
 
 
 def benchmark_pipeline(source: Sequence[dict[str, Any]], *, batch_size: int, num_batches: int,

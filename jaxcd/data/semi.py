@@ -1,7 +1,7 @@
 """Semi-supervised data (RCL, ../shared/papers/rcl.txt): the labeled/unlabeled split of a
 training set, stored as split files in the workdir; the sources of each stage; the host-side
-augmentation that pairs every training pair with its no-change companion; and batches drawn
-from two grain pipelines (labeled and unlabeled) at once.
+augmentation that pairs every training pair with its no-change companion; and the seeds of the
+two grain streams (labeled and unlabeled, `pipeline.Streams`).
 
 Split files (WORKDIR/splits/): `labeled.txt` and `unlabeled.txt`, one `<index>\\t<id>` line per
 pair of the training source (the id column is empty when the source has no cheap `ids`), and
@@ -19,11 +19,11 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from jaxcd.data import io, pipeline
+from jaxcd.data import io
 from jaxcd.data.augment import Augment, StrongAugment
 from jaxcd.errors import ConfigError, DataError
 
@@ -130,22 +130,6 @@ def tile_indices(indices: np.ndarray, at_least: int) -> np.ndarray:
 
 # --- sources -----------------------------------------------------------------------------------
 
-class Subset:
-  """Random-access view of `source` at `indices`, each record tagged with `kind` (picklable)."""
-
-  def __init__(self, source: Any, indices: Sequence[int], kind: str | None = None):
-    self.source, self.indices, self.kind = source, np.asarray(indices, np.int64), kind
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def __getitem__(self, i: int) -> dict[str, Any]:
-    rec = dict(self.source[int(self.indices[i])])
-    if self.kind:
-      rec["kind"] = self.kind
-    return rec
-
-
 class UnlabeledPool:
   """Stage 2's unlabeled pairs: `source[indices[i]]`, reliable ones with their pseudo-label,
   unreliable ones tagged to become no-change pairs with an all-zero label. The source's own
@@ -245,32 +229,7 @@ def split_companion(x_BxHxWx2C, bands: int):
   return x_BxHxWx2C[..., :bands], x_BxHxWx2C[..., bands:]
 
 
-# --- two pipelines at once ---------------------------------------------------------------------
-
-class JointIterator:
-  """Named grain iterators stepped together: `next` -> {name: host-local batch}. Each stream is a
-  `pipeline.train_dataset`, so each stream's global batch is process-count invariant; the
-  training step concatenates them on device (labeled first)."""
-
-  def __init__(self, iterators: dict[str, Any]):
-    self.iterators = dict(iterators)
-
-  def __iter__(self) -> Iterator[dict[str, dict[str, np.ndarray]]]:
-    return self
-
-  def __next__(self) -> dict[str, dict[str, np.ndarray]]:
-    return {name: next(it) for name, it in self.iterators.items()}
-
-  def get_state(self) -> dict[str, str]:
-    return {name: pipeline.state_to_json(it.get_state()) for name, it in self.iterators.items()}
-
-  def set_state(self, state: dict[str, str]) -> None:
-    if set(state) != set(self.iterators):
-      raise DataError(f"checkpointed data streams {sorted(state)} do not match "
-                      f"{sorted(self.iterators)}")
-    for name, it in self.iterators.items():
-      it.set_state(pipeline.state_from_json(state[name]))
-
+# --- two streams at once -----------------------------------------------------------------------
 
 def stream_seed(seed: int, stage: int, stream: int) -> int:
   """Independent 31-bit grain seeds per (config seed, stage, stream)."""

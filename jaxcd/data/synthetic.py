@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxcd.data import SPLITS, register_source
+from jaxcd.data.registry import SPLITS, register_source
 from jaxcd.errors import ConfigError
 
 _SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}

@@ -28,10 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from jaxcd import clustering
+from jaxcd import clustering, metrics
 from jaxcd.data import pipeline, source_from_config
 from jaxcd.errors import ConfigError
-from jaxcd.methods import common
+from jaxcd.data.normalize import make_normalizer
+from jaxcd.state import build_model
 
 
 def _pair_indices(n: int, max_pairs: int) -> np.ndarray:
@@ -65,8 +66,8 @@ def initial_alignment(config, ks: Sequence[int], seeds: Sequence[int], *, max_pa
   valid = truth != config.loss.ignore_label
   if not valid.any():
     raise ConfigError(f"split {split!r}: every label pixel is ignored")
-  model = common.build_model(config)
-  normalize = common.make_normalizer(config)
+  model = build_model(config)
+  normalize = make_normalizer(config)
   feature_fn = clustering.make_feature_fn(model, normalize)
   h, w, c = sub[0]["image_a"].shape
   if c != config.data.num_bands:
@@ -102,8 +103,8 @@ def initial_alignment(config, ks: Sequence[int], seeds: Sequence[int], *, max_pa
       labs = np.concatenate([np.asarray(_labels(f, jnp.asarray(prep.mean), proj, prep.l2, cents))
                              for f in feat_list])
       labs = labs[np.concatenate([np.asarray(b["valid"]) for b in batches]).astype(bool)]
-      ia = clustering.adjusted_mutual_info(truth[valid], labs[valid])
-      row = {"k": k, "seed": int(seed), "ia": ia, "nmi": clustering.nmi(truth[valid], labs[valid]),
+      ia = metrics.adjusted_mutual_info(truth[valid], labs[valid])
+      row = {"k": k, "seed": int(seed), "ia": ia, "nmi": metrics.nmi(truth[valid], labs[valid]),
              "seconds": round(time.perf_counter() - t0, 3)}
       if return_labels:
         row.update(labels=labs, truth=truth)

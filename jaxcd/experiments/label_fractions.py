@@ -5,7 +5,7 @@ RCL trained on the same labeled fractions, test IoU beside the paper's.
       --fractions 10,20,40,100 --out runs/rcl_table2 [--methods sup_only,rcl] [--config.F=V ...]
 
 Fractions are percentages of the training split. Each (method, fraction) is one full run
-(`jaxcd.methods.rcl.train_and_evaluate`, `rcl.mode` = sup_only | rcl) in OUT/<method>_<f>pct/,
+(`jaxcd.trainer.train_and_evaluate`, `rcl.mode` = sup_only | rcl) in OUT/<method>_<f>pct/,
 so an interrupted experiment resumes where it stopped (a finished run only re-evaluates). The
 same labeled pairs serve both methods (the split depends on the fraction and config.seed only).
 `--config.field=value` overrides apply to every run (e.g. shorter stages on a CPU). Writes
@@ -93,8 +93,8 @@ def run(config, out: str, fractions: Sequence[float], methods: Sequence[str] = M
         train_fn=None) -> list[dict]:
   """Trains every (method, fraction) not yet finished, then writes the tables; returns rows."""
   if train_fn is None:
-    from jaxcd.methods import rcl
-    train_fn = rcl.train_and_evaluate
+    from jaxcd import trainer
+    train_fn = trainer.train_and_evaluate
   if config.method != "rcl":
     raise ConfigError(f"config.method must be 'rcl' for this experiment, got {config.method!r}")
   if "test" not in config.eval_splits:

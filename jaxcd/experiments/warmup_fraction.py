@@ -4,7 +4,7 @@ CDCluster training when the warm-up sees less labeled data.
   python -m jaxcd.experiments.warmup_fraction --config configs/cdcluster.py --out runs/table2 \
       [--fractions 0.01,0.02,0.05,0.1,0.2] [--sampled 0.06]
 
-Each setting is one full run (`jaxcd.methods.cdcluster.train_and_evaluate`) in OUT/<setting>/,
+Each setting is one full run (`jaxcd.trainer.train_and_evaluate`) in OUT/<setting>/,
 so an interrupted experiment resumes where it stopped. The plain fractions draw warm-up tiles
 from the whole training split (config.cdcluster.min_change = 0, as the paper's 1..20% columns);
 `--sampled` fractions keep only tiles with >= 3% changed pixels (the paper's "6% (sampled)").
@@ -36,6 +36,7 @@ def settings(fractions: Sequence[float], sampled: Sequence[float],
 
 def run(config, out: str, fractions: Sequence[float], sampled: Sequence[float]) -> list[dict]:
   from jaxcd.data import source_from_config
+  from jaxcd import trainer
   from jaxcd.methods import cdcluster
   rows = []
   train = source_from_config(config.data, "train")
@@ -45,7 +46,7 @@ def run(config, out: str, fractions: Sequence[float], sampled: Sequence[float]) 
     tiles = len(cdcluster.warmup_indices(train, frac, min_change, c.seed))
     workdir = os.path.join(out, name.replace("%", "pct").replace(" ", "_").replace("(", "")
                            .replace(")", ""))
-    res = cdcluster.train_and_evaluate(c, workdir)["test"]
+    res = trainer.train_and_evaluate(c, workdir)["test"]
     rows.append({"setting": name, "warmup_fraction": frac, "min_change": min_change,
                  "warmup_tiles": tiles, "accuracy": round(res["oa"], 4),
                  "mae": round(res["mae"], 4), "f1": round(res["f1"], 4),

@@ -28,40 +28,30 @@
 Checkpoints (`latest`) carry the centroids, the preprocessing, the pseudo-labels (`extra` item) and
 the cluster-to-change map and clustering step (`meta`), so a resumed run continues with the same
 labels and does not re-cluster at the restored step. metrics.jsonl rows: `train` (with `phase`),
-`val`/test evaluations (`phase` warmup|cluster), and one `cluster` row per clustering.
+`val`/test evaluations (`phase` warmup|cluster), and one `cluster` row per clustering. The loop is
+`jaxcd.trainer`'s; `jaxcd.evaluate` and `jaxcd.predict` read the change map through `head`.
 """
 import hashlib
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcd import checkpointing, clustering, metrics as metrics_lib, parallel, writers
-from jaxcd.data import pipeline, source_from_config
+from jaxcd import clustering, metrics as metrics_lib, parallel
+from jaxcd.data import pipeline
+from jaxcd.data.pipeline import Subset
 from jaxcd.errors import ConfigError, DataError
-from jaxcd.methods import common
+from jaxcd.methods import base
 from jaxcd.models.cdcluster import HEAD, TOP, reinit_head
+from jaxcd.state import TrainState
 
 WARMUP, CLUSTER = "warmup", "cluster"
 
 
 # --- sources -----------------------------------------------------------------------------------
-
-class Subset:
-  """Random-access view of `source` at `indices` (picklable, for grain)."""
-
-  def __init__(self, source: Any, indices: Sequence[int]):
-    self.source, self.indices = source, np.asarray(indices, np.int64)
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def __getitem__(self, i: int) -> dict[str, Any]:
-    return self.source[int(self.indices[i])]
-
 
 class PseudoLabeled:
   """`source` whose record i has `labels_NxHxW[i]` as its label (the pseudo-labels)."""
@@ -153,45 +143,11 @@ def f1_of_map(counts_Kx2: np.ndarray, change_map_K: np.ndarray) -> float:
 
 # --- jitted pieces ---------------------------------------------------------------------------
 
-def make_eval_step(model, normalize, ignore_label: int, mesh):
-  """(params, batch_stats, change_map_K, batch) -> 2x2 confusion matrix of the binary map
-  change_map[argmax_k logits] (the map is an argument: a new one needs no recompilation)."""
-  def step(params, batch_stats, change_map_K, batch):
-    out, _ = common.apply_model(model, params, batch_stats, normalize(batch["image_a"]),
-                                normalize(batch["image_b"]), train=False)
-    pred = jnp.asarray(change_map_K, jnp.int32)[jnp.argmax(out["logits"], axis=-1)]
-    return metrics_lib.confusion_matrix(pred, batch["label"], 2, ignore_label,
-                                        valid=batch["valid"][:, None, None])
-  return jax.jit(step, out_shardings=parallel.replicated(mesh))
-
-
-def stored_change_map(meta: dict, k: int) -> np.ndarray:
-  """The cluster-to-change map a checkpoint holds (the warm-up map if it has none yet)."""
-  return np.asarray(meta.get("change_map", warmup_change_map(k)), np.int32)
-
-
-def make_change_score_fn(model, normalize):
-  """(params, batch_stats, change_map_K, a, b) -> BxHxW change score in [0, 1] for prediction:
-  0.5 + (max softmax over change clusters - max over the others) / 2. It is > 0.5 exactly where
-  the argmax cluster is a change cluster (the evaluation's rule), and, unlike that 0/1 map,
-  varies smoothly, so overlapping prediction windows can be blended."""
-  def score(params, batch_stats, change_map_K, a, b):
-    out, _ = common.apply_model(model, params, batch_stats, normalize(a), normalize(b),
-                                train=False)
-    p = jax.nn.softmax(out["logits"].astype(jnp.float32), axis=-1)
-    is_change = jnp.asarray(change_map_K, jnp.int32) > 0
-    p_change = jnp.max(jnp.where(is_change, p, 0.0), axis=-1)
-    p_other = jnp.max(jnp.where(is_change, 0.0, p), axis=-1)
-    return 0.5 + 0.5 * (p_change - p_other)
-  return jax.jit(score)
-
-
-def make_count_step(model, normalize, k: int, ignore_label: int, mesh):
+def make_count_step(logits_fn, k: int, ignore_label: int, mesh):
   """(params, batch_stats, batch) -> K x 2 counts of (predicted cluster, true label 0/1)."""
   def step(params, batch_stats, batch):
-    out, _ = common.apply_model(model, params, batch_stats, normalize(batch["image_a"]),
-                                normalize(batch["image_b"]), train=False)
-    pred = jnp.argmax(out["logits"], axis=-1).astype(jnp.int32)
+    logits = logits_fn(params, batch_stats, batch["image_a"], batch["image_b"])
+    pred = jnp.argmax(logits, axis=-1).astype(jnp.int32)
     lab = batch["label"].astype(jnp.int32)
     ok = (lab != ignore_label) & (lab <= 1) & batch["valid"][:, None, None]
     idx = jnp.where(ok, pred * 2 + lab, 2 * k)
@@ -207,7 +163,7 @@ def _is_top(path) -> bool:
 def make_reinit(tx, state_shardings):
   """Jitted (state, rng) -> state with the head's top layer re-initialised (DeepCluster) and its
   optimizer moments reset (they describe the old clusters); everything else is kept."""
-  def reinit(state: common.TrainState, rng: jax.Array) -> common.TrainState:
+  def reinit(state: TrainState, rng: jax.Array) -> TrainState:
     params = reinit_head(state.params, rng)
     fresh = tx.init(params)
     opt = jax.tree_util.tree_map_with_path(lambda p, old, new: new if _is_top(p) else old,
@@ -272,208 +228,176 @@ def _from_extra(extra: dict) -> tuple[np.ndarray, clustering.Preprocess, np.ndar
   return np.asarray(extra["centroids"]), prep, extra.get("pseudo_labels")
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Warm-up, then clustering rounds; writes WORKDIR/metrics.jsonl and checkpoints; returns the
-  final metrics per split of the best-validation checkpoint."""
-  _check_config(config)
-  cc = config.cdcluster
-  k = int(config.model.num_clusters)
-  mesh = parallel.make_mesh()
-  parallel.check_batch_size(config.input.batch_size)
-  parallel.check_batch_size(config.input.eval_batch_size, "input.eval_batch_size")
-  is_main = jax.process_index() == 0
-  pidx, pcount = jax.process_index(), jax.process_count()
-  train_src = source_from_config(config.data, "train")
-  val_src = source_from_config(config.data, "val")
-  n = len(train_src)
-  ignore = config.loss.ignore_label
+# --- the method --------------------------------------------------------------------------------
 
-  lab_idx = warmup_indices(train_src, cc.warmup_fraction, cc.min_change, config.seed, ignore)
-  lab_labels = np.stack([train_src[int(i)]["label"] for i in lab_idx])
-  every = cluster_every_steps(cc, n, config.input.batch_size)
-  wu = int(cc.warmup_steps)
-  logging.info("cdcluster: %d labeled warm-up tiles of %d, %d warm-up steps, clustering every %d "
-               "steps", len(lab_idx), n, wu, every)
+class CDCluster(base.Method):
+  """Warm-up, then clustering rounds, in one stage (one state, schedule and checkpoint
+  directory); the phase is a row column. Method state: the cluster-to-change map, the last
+  clustering step and their count in `meta.method`; centroids, preprocessing and pseudo-labels
+  as checkpoint extras."""
+  name = "cdcluster"
 
-  model = common.build_model(config)
-  tx, sched = common.make_optimizer(config.optim, config.num_steps)
-  normalize = common.make_normalizer(config)
-  shape = common.sample_shape(train_src, config)
-  state = common.create_state(model, tx, shape, config.seed, mesh)
-  state = common.init_pretrained(state, config)
-  state_sh = jax.tree_util.tree_map(lambda x: x.sharding, state)
-  feature_fn = clustering.make_feature_fn(model, normalize)
-  cluster_key = jax.random.fold_in(jax.random.key(config.seed), 0xC1)
+  def check_config(self) -> None:
+    _check_config(self.config)
 
-  def train_iter(cluster_step, labels):
+  @property
+  def k(self) -> int:
+    return int(self.config.model.num_clusters)
+
+  @property
+  def eval_classes(self) -> int:
+    return 2
+
+  # --- set-up ---
+
+  def stages(self, run: base.Run) -> list[base.Stage]:
+    c, cc = self.config, self.config.cdcluster
+    ignore = c.loss.ignore_label
+    self.n = len(run.train_src)
+    self.lab_idx = warmup_indices(run.train_src, cc.warmup_fraction, cc.min_change, c.seed, ignore)
+    self.lab_labels = np.stack([run.train_src[int(i)]["label"] for i in self.lab_idx])
+    self.every = cluster_every_steps(cc, self.n, c.input.batch_size)
+    self.wu = int(cc.warmup_steps)
+    logging.info("cdcluster: %d labeled warm-up tiles of %d, %d warm-up steps, clustering every "
+                 "%d steps", len(self.lab_idx), self.n, self.wu, self.every)
+    self.cent, self.prep, self.labels = None, None, None
+    self.feature_fn = clustering.make_feature_fn(run.model, run.normalize)
+    self.cluster_key = jax.random.fold_in(jax.random.key(c.seed), 0xC1)
+    self.count_step = make_count_step(run.inference.logits, self.k, ignore, run.mesh)
+    return [base.Stage("train", int(c.num_steps), eval_every=int(c.eval_every))]
+
+  def init_state(self, run, stage, tx):
+    self.reinit = None  # built for this state's shardings in `start`
+    return super().init_state(run, stage, tx)
+
+  def data(self, run: base.Run, stage: base.Stage, cluster_step: int | None = None):
+    c = self.config
     if cluster_step is None:
       # Fewer labeled tiles than a batch (e.g. Table 2's 1%): repeat them to fill one.
-      reps = -(-config.input.batch_size // len(lab_idx))
-      src, seed = Subset(train_src, np.tile(lab_idx, reps)), config.seed
+      reps = -(-c.input.batch_size // len(self.lab_idx))
+      src, seed = Subset(run.train_src, np.tile(self.lab_idx, reps)), c.seed
     else:
-      src = PseudoLabeled(train_src, labels)
-      seed = int(np.random.SeedSequence([config.seed, cluster_step]).generate_state(1)[0] >> 1)
-    return iter(pipeline.train_dataset(
-        src, global_batch_size=config.input.batch_size, seed=seed, augment=config.input.augment,
-        crop_size=config.input.crop_size, process_index=pidx, process_count=pcount,
-        worker_count=config.input.worker_count, prefetch=config.input.prefetch))
+      src = PseudoLabeled(run.train_src, self.labels)
+      seed = int(np.random.SeedSequence([c.seed, cluster_step]).generate_state(1)[0] >> 1)
+    return pipeline.Streams({"train": base.train_stream(c, src, c.input.batch_size, seed)})
 
-  def eval_batches(src):
-    ds = pipeline.eval_dataset(src, global_batch_size=config.input.eval_batch_size,
-                               process_index=pidx, process_count=pcount)
-    return (parallel.to_global(b, mesh) for b in ds)
+  # --- hooks ---
 
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints)
-  writer = writers.MetricWriter(workdir, enabled=is_main)
-  meta = {"best_f1": -1.0, "best_step": None, "best_phase": None, "cluster_step": None,
-          "change_map": warmup_change_map(k).tolist(), "clusterings": 0}
-  cent, prep, labels = None, None, None
-  start, data_state = 0, None
-  if ckpt.latest_step() is not None:
-    state, data_state, meta, start = ckpt.restore(checkpointing.abstract_like(state))
-    if meta.get("cluster_step") is not None:
-      extra = ckpt.restore_extra(start)
-      if extra is None or "pseudo_labels" not in extra:
-        raise DataError(f"{workdir}/checkpoints/{start}: a clustered run's checkpoint without "
-                        "its pseudo-labels (written by an older jaxcd?)")
-      cent, prep, labels = _from_extra(extra)
-    writer.truncate_after(start)
-    logging.info("resumed from %s/checkpoints/%d (last clustering at step %s)", workdir, start,
-                 meta.get("cluster_step"))
-  it = train_iter(meta["cluster_step"], labels)
-  if start and data_state is not None:
-    it.set_state(pipeline.state_from_json(data_state["grain"]))
+  def restore(self, run, loop, extra) -> None:
+    step = loop.meta.method.get("cluster_step")
+    if step is None:
+      return
+    if extra is None or "pseudo_labels" not in extra:
+      raise DataError(f"{loop.checkpointer.workdir}: a clustered run's checkpoint without its "
+                      "pseudo-labels (written by an older jaxcd?)")
+    self.cent, self.prep, self.labels = _from_extra(extra)
+    loop.data = self.data(run, loop.stage, step)
+    logging.info("cdcluster: last clustering at step %d", step)
 
-  train_step = common.make_train_step(model, tx, common.make_loss(config), normalize,
-                                      jax.random.key(config.seed), mesh, state_sh)
-  eval_step = make_eval_step(model, normalize, ignore, mesh)
-  reinit = make_reinit(tx, state_sh)
-  watch = common.LossWatch(workdir)
+  def start(self, run, loop, resumed: bool) -> None:
+    self.reinit = make_reinit(self.tx, base.shardings_of(loop.state))
+    loop.meta.method.setdefault("cluster_step", None)
+    loop.meta.method.setdefault("change_map", warmup_change_map(self.k).tolist())
+    loop.meta.method.setdefault("clusterings", 0)
+    if not resumed and clustering_due(0, self.wu, self.every, loop.stage.steps):
+      self.cluster(run, loop, 0)  # no warm-up: cluster the randomly initialised network
 
-  count_step = make_count_step(model, normalize, k, ignore, mesh)
+  def optimizer(self, run, stage):
+    self.tx, sched = super().optimizer(run, stage)
+    return self.tx, sched
 
-  def refit_change_map():
-    """The map from the network's current predictions on the labeled warm-up tiles."""
-    nonlocal meta
-    counts = np.zeros((k, 2), np.int64)
-    for b in eval_batches(Subset(train_src, lab_idx)):
-      counts += np.asarray(jax.device_get(count_step(state.params, state.batch_stats, b)), np.int64)
-    cmap = change_map_from_counts(counts, cc.change_rule)
-    meta = {**meta, "change_map": cmap.tolist()}
-    return f1_of_map(counts, cmap)
+  def eval_now(self, stage, step: int) -> bool:
+    return step == self.wu and self.wu > 0
 
-  def evaluate(src, desc):
-    cmap = jnp.asarray(meta["change_map"], jnp.int32)
-    return common.evaluate(lambda p, bs, b: eval_step(p, bs, cmap, b), state.params,
-                           state.batch_stats, src, config, mesh, desc)
+  def row_fields(self, stage, step: int) -> dict[str, Any]:
+    return {"phase": WARMUP if step <= self.wu else CLUSTER}
 
-  def do_cluster(step: int):
-    nonlocal state, cent, prep, labels, it, meta
+  def before_eval(self, run, loop, step: int) -> dict[str, Any]:
+    if (loop.meta.method["cluster_step"] is None
+        or self.config.cdcluster.get("change_map_from", "pseudo") != "predictions"):
+      return {}
+    # Refit the map from the network's current predictions on the labeled warm-up tiles.
+    counts = np.zeros((self.k, 2), np.int64)
+    for b in base.eval_batches(self.config, Subset(run.train_src, self.lab_idx), run.mesh):
+      counts += np.asarray(jax.device_get(
+          self.count_step(loop.state.params, loop.state.batch_stats, b)), np.int64)
+    cmap = change_map_from_counts(counts, self.config.cdcluster.change_rule)
+    loop.meta.method["change_map"] = cmap.tolist()
+    return {"labeled_f1": round(f1_of_map(counts, cmap), 4),
+            "change_clusters": np.flatnonzero(cmap).tolist()}
+
+  def after_step(self, run, loop, step: int) -> bool:
+    if not clustering_due(step, self.wu, self.every, loop.stage.steps):
+      return False
+    loop.sync()
+    self.cluster(run, loop, step)
+    return True
+
+  def checkpoint_extra(self, loop, best: bool):
+    if self.cent is None:
+      return None
+    return _extra(self.cent, self.prep, None if best else self.labels)
+
+  def cluster(self, run: base.Run, loop: base.Loop, step: int) -> None:
+    """Fits centroids on a sample of pixel features, gives every training pair its pseudo-labels,
+    re-initialises the head's top layer and saves a checkpoint at once (a run resumed from here
+    continues with these labels and does not re-cluster)."""
+    c, cc, k, n = self.config, self.config.cdcluster, self.k, self.n
     t0 = time.perf_counter()
-    variables = state.variables()
-    rng = jax.random.fold_in(cluster_key, step)
+    variables = loop.state.variables()
+    rng = jax.random.fold_in(self.cluster_key, step)
     m = max(k, int(round(cc.cluster_fraction * n)))
-    pick = np.sort(np.random.default_rng([config.seed, step, 0xC1]).choice(n, min(m, n), replace=False))
-    h, w = train_src[0]["label"].shape  # the feature pass sees whole (uncropped) pairs
+    pick = np.sort(np.random.default_rng([c.seed, step, 0xC1]).choice(n, min(m, n), replace=False))
+    h, w = run.train_src[0]["label"].shape  # the feature pass sees whole (uncropped) pairs
     ppi = clustering.pixels_per_image_for(cc.max_samples, len(pick), h, w)
-    x = clustering.sample_features(feature_fn, variables, eval_batches(Subset(train_src, pick)),
-                                   max_samples=cc.max_samples, pixels_per_image=ppi, rng=rng)
-    new_prep = clustering.Preprocess.fit(x, pca_dim=cc.pca_dim, l2=cc.l2)
-    fit = clustering.fit_clusters(new_prep.apply(x), k, config.seed + step, niter=cc.kmeans_iters,
+    x = clustering.sample_features(
+        self.feature_fn, variables, base.eval_batches(c, Subset(run.train_src, pick), run.mesh),
+        max_samples=cc.max_samples, pixels_per_image=ppi, rng=rng)
+    prep = clustering.Preprocess.fit(x, pca_dim=cc.pca_dim, l2=cc.l2)
+    fit = clustering.fit_clusters(prep.apply(x), k, c.seed + step, niter=cc.kmeans_iters,
                                   min_size=cc.min_cluster_size or None,
                                   num_threads=cc.faiss_threads or None)
-    new_labels = clustering.assign(feature_fn, variables, new_prep, fit.centroids,
-                                   eval_batches(train_src), n)
-    counts = cluster_change_counts(new_labels[lab_idx], lab_labels, k, ignore)
+    labels = clustering.assign(self.feature_fn, variables, prep, fit.centroids,
+                               base.eval_batches(c, run.train_src, run.mesh), n)
+    counts = cluster_change_counts(labels[self.lab_idx], self.lab_labels, k, c.loss.ignore_label)
     cmap = change_map_from_counts(counts, cc.change_rule)
-    nmi_prev = None if labels is None else clustering.nmi(labels, new_labels)
-    cent, prep, labels = fit.centroids, new_prep, new_labels
-    digest = hashlib.sha1(np.ascontiguousarray(cent, np.float32).tobytes()).hexdigest()
+    nmi_prev = None if self.labels is None else metrics_lib.nmi(self.labels, labels)
+    self.cent, self.prep, self.labels = fit.centroids, prep, labels
+    digest = hashlib.sha1(np.ascontiguousarray(self.cent, np.float32).tobytes()).hexdigest()
     # Every process logs its own: with several processes they must agree (they fit the same
     # gathered sample with the same seed).
     logging.info("cdcluster: process %d clustered at step %d: centroids sha1 %s",
                  jax.process_index(), step, digest)
-    state = reinit(state, jax.random.fold_in(rng, 1))
-    meta = {**meta, "cluster_step": step, "change_map": cmap.tolist(),
-            "clusterings": meta["clusterings"] + 1}
-    it = train_iter(step, labels)
-    writer.write({"step": step, "split": "cluster", "cluster_sizes": fit.counts.tolist(),
-                  "nmi_prev": nmi_prev, "seconds": round(time.perf_counter() - t0, 3),
-                  "kmeans_seconds": round(fit.seconds, 3), "num_splits": fit.num_splits,
-                  "samples": int(len(x)), "pairs": int(len(pick)),
-                  "change_clusters": np.flatnonzero(cmap).tolist(),
-                  "labeled_f1": round(f1_of_map(counts, cmap), 4), "centroids_sha1": digest})
-    # Saved at once: a run resumed from here continues with these labels and does not re-cluster.
-    ckpt.save(step, state, {"grain": pipeline.state_to_json(it.get_state())}, meta,
-              extra=_extra(cent, prep, labels))
+    loop.state = self.reinit(loop.state, jax.random.fold_in(rng, 1))
+    meta = loop.meta.method
+    meta.update(cluster_step=step, change_map=cmap.tolist(), clusterings=meta["clusterings"] + 1)
+    loop.data = self.data(run, loop.stage, step)
+    run.writer.write({"step": step, "split": "cluster", "cluster_sizes": fit.counts.tolist(),
+                      "nmi_prev": nmi_prev, "seconds": round(time.perf_counter() - t0, 3),
+                      "kmeans_seconds": round(fit.seconds, 3), "num_splits": fit.num_splits,
+                      "samples": int(len(x)), "pairs": int(len(pick)),
+                      "change_clusters": np.flatnonzero(cmap).tolist(),
+                      "labeled_f1": round(f1_of_map(counts, cmap), 4), "centroids_sha1": digest})
+    loop.save(step)
 
-  bar = common.progress(config, config.num_steps, start, "train")
-  log = common.TrainLogger(config, writer, sched, bar, start,
-                           fields=lambda s: {"phase": WARMUP if s <= wu else CLUSTER})
+  # --- inference: k cluster outputs -> change through the checkpoint's map ---
 
-  if start == 0 and clustering_due(0, wu, every, config.num_steps):
-    do_cluster(0)  # no warm-up: cluster the randomly initialised network
-  for step in range(start + 1, config.num_steps + 1):
-    batch = parallel.to_global(next(it), mesh)
-    state, mtr = train_step(state, batch)
-    log(watch.push(step, mtr))
-    bar.update(1)
-    is_last = step == config.num_steps
-    if step % config.eval_every == 0 or is_last or (step == wu and wu > 0):
-      log(watch.drain())  # never evaluate or save a state whose loss is not finite
-      phase = WARMUP if meta["cluster_step"] is None else CLUSTER
-      extra_cols = {}
-      if phase == CLUSTER and cc.get("change_map_from", "pseudo") == "predictions":
-        extra_cols = {"labeled_f1": round(refit_change_map(), 4),
-                      "change_clusters": np.flatnonzero(meta["change_map"]).tolist()}
-      res = evaluate(val_src, "val")
-      writer.write({"step": step, "split": "val", "phase": phase, **res, **extra_cols})
-      if res["f1"] > meta["best_f1"]:
-        meta = {**meta, "best_f1": res["f1"], "best_step": step, "best_phase": phase}
-        ckpt.save(step, state, None, meta, best=True,
-                  extra=None if cent is None else _extra(cent, prep, None))
-      if is_main and config.progress:
-        bar.write(f"step {step} ({phase}): val f1 {res['f1']:.4f} "
-                  f"(best {meta['best_f1']:.4f} @ step {meta['best_step']})")
-    if clustering_due(step, wu, every, config.num_steps):
-      log(watch.drain())
-      do_cluster(step)
-    elif step % config.checkpoint_every == 0 or is_last:
-      log(watch.drain())
-      ckpt.save(step, state, {"grain": pipeline.state_to_json(it.get_state())}, meta,
-                extra=None if cent is None else _extra(cent, prep, labels))
-  log(watch.drain())
-  bar.close()
+  def head(self, meta: base.RunMeta) -> jax.Array:
+    """The cluster-to-change map a checkpoint holds (the warm-up map if it has none yet)."""
+    return jnp.asarray(meta.method.get("change_map", warmup_change_map(self.k)), jnp.int32)
 
-  # Final evaluation with the best validation checkpoint and its cluster-to-change map.
-  final = {}
-  if ckpt.best_step() is not None:
-    state, _, meta, _ = ckpt.restore(checkpointing.abstract_like(state), which=checkpointing.BEST)
-  for split in config.eval_splits:
-    src = source_from_config(config.data, split)
-    res = evaluate(src, split)
-    writer.write({"step": int(state.step), "split": split, "checkpoint": "best",
-                  "phase": meta.get("best_phase"), **res})
-    final[split] = res
-    if is_main:
-      logging.info("%s: f1 %.4f kappa %.4f (checkpoint step %d, %s)", split, res["f1"],
-                   res["kappa"], int(state.step), meta.get("best_phase"))
-  writer.close()
-  ckpt.close()
-  return final
+  def classes(self, logits_BxHxWxK, change_map_K):
+    return change_map_K[jnp.argmax(logits_BxHxWxK, axis=-1)]
+
+  def change_score(self, logits_BxHxWxK, change_map_K):
+    """0.5 + (max softmax over change clusters - max over the others) / 2: > 0.5 exactly where
+    the argmax cluster is a change cluster (the evaluation's rule) and, unlike that 0/1 map,
+    smooth, so overlapping prediction windows can be blended."""
+    p = jax.nn.softmax(logits_BxHxWxK.astype(jnp.float32), axis=-1)
+    is_change = change_map_K > 0
+    p_change = jnp.max(jnp.where(is_change, p, 0.0), axis=-1)
+    p_other = jnp.max(jnp.where(is_change, 0.0, p), axis=-1)
+    return 0.5 + 0.5 * (p_change - p_other)
 
 
-def evaluate_workdir(config, workdir: str, split: str, checkpoint: str = "best") -> dict:
-  """Metrics of a trained CDCluster checkpoint on `split` with the cluster-to-change map stored
-  in it (`jaxcd.evaluate`'s generic argmax would read cluster ids as classes)."""
-  mesh = parallel.make_mesh()
-  source = source_from_config(config.data, split)
-  shape = common.sample_shape(source, config)
-  model, state, meta, step, which = common.restore_trained(
-      config, workdir, shape, mesh, checkpointing.BEST if checkpoint == "best" else checkpointing.LATEST)
-  eval_step = make_eval_step(model, common.make_normalizer(config), config.loss.ignore_label, mesh)
-  cmap = jnp.asarray(stored_change_map(meta, int(config.model.num_clusters)))
-  res = common.evaluate(lambda p, bs, b: eval_step(p, bs, cmap, b), state.params,
-                        state.batch_stats, source, config, mesh, split)
-  return {"split": split, "step": int(step), "checkpoint": which, "pairs": len(source),
-          "phase": meta.get("best_phase") if which == checkpointing.BEST else None, **res}
+METHOD = CDCluster

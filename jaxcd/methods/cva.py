@@ -5,16 +5,12 @@ gain/offset between the dates does not count as change; the change magnitude is 
 norm over bands of the difference vector, ||B' - A'||; Otsu's method (256-bin histogram of that
 pair's magnitudes) picks a threshold per image, and pixels with magnitude >= threshold are change.
 """
-import logging
-import time
-
 import jax
 import numpy as np
 from tqdm.auto import tqdm
 
 from jaxcd import metrics as metrics_lib
-from jaxcd import writers
-from jaxcd.data import source_from_config
+from jaxcd.methods import base
 
 _EPS = 1e-6
 _confusion = jax.jit(metrics_lib.confusion_matrix, static_argnums=(2, 3))  # one compile per shape
@@ -74,23 +70,34 @@ def evaluate_source(source, ignore_label: int = 255, normalise: bool = True, des
   return metrics_lib.metrics_from_confusion(cm)
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Nothing to train: predicts every pair of 'val' and `config.eval_splits`, writes one row per
-  split to WORKDIR/metrics.jsonl and returns {split: metrics}."""
-  writer = writers.MetricWriter(workdir)
-  normalise = bool(config.get("cva", {}).get("normalise", True))
-  final = {}
-  try:
-    for split in dict.fromkeys(("val", *config.eval_splits)):  # ordered, without repeats
-      source = source_from_config(config.data, split)
-      t0 = time.perf_counter()
-      res = evaluate_source(source, config.loss.ignore_label, normalise, desc=f"cva {split}",
-                            progress=config.progress)
-      writer.write({"step": 0, "split": split, "method": "cva", "pairs": len(source),
-                    "seconds": round(time.perf_counter() - t0, 2), **res})
-      logging.info("cva %s: f1 %.4f iou %.4f kappa %.4f (%d pairs)", split, res["f1"], res["iou"],
-                   res["kappa"], len(source))
-      final[split] = res
-  finally:
-    writer.close()
-  return final
+class CVAPredictor:
+  """CVA as a `base.Predictor`: no checkpoint, per-pair Otsu thresholds on the host."""
+
+  def __init__(self, config):
+    self.config = config
+    self.normalise = bool(config.get("cva", {}).get("normalise", True))
+    self.info = {"checkpoint": None, "step": 0}
+
+  def evaluate(self, source, desc: str) -> dict:
+    return evaluate_source(source, self.config.loss.ignore_label, self.normalise,
+                           desc=f"cva {desc}", progress=self.config.progress)
+
+  def change_score(self, a_BxHxWxC, b_BxHxWxC) -> np.ndarray:
+    """The 0/1 CVA maps as scores (a hard map: blended windows vote)."""
+    a, b = np.asarray(a_BxHxWxC), np.asarray(b_BxHxWxC)
+    return np.stack([cva_predict(x, y, self.normalise) for x, y in zip(a, b)]).astype(np.float32)
+
+
+class CVA(base.Method):
+  """Nothing to train: the loop only evaluates 'val' and `eval_splits` (rows at step 0)."""
+  name = "cva"
+  trains = False
+
+  def final_splits(self) -> tuple[str, ...]:
+    return ("val", *self.config.eval_splits)
+
+  def load_predictor(self, workdir: str, sample_shape, checkpoint: str = "best") -> CVAPredictor:
+    return CVAPredictor(self.config)
+
+
+METHOD = CVA

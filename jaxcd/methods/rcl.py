@@ -40,7 +40,7 @@ Optimiser: `config.optim` for both stages, the schedule spanning each stage. The
 uses SGD (momentum 0.9, weight decay 1e-4, poly 0.9) with the backbone at lr / 10:
 `rcl.backbone_lr_mult` scales the SGD gradient plus weight-decay term of the parameters under
 `rcl.backbone_params`, which for (momentum) SGD is exactly a per-group learning rate and keeps the
-optimizer state identical to `common.make_optimizer`'s (so standard tools restore checkpoints).
+optimizer state identical to `optim.make_optimizer`'s (so standard tools restore checkpoints).
 
 Steps are global across stages: stage 1 is steps 1..S1, stage 2 is S1+1..S1+S2 (its state's own
 counter and schedule restart at 0); every train/val/test row carries `stage`. A killed run resumes
@@ -59,10 +59,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcd import checkpointing, losses, metrics as metrics_lib, parallel, writers
+from jaxcd import checkpointing, losses, metrics as metrics_lib, parallel, state as state_lib
+from jaxcd import steps as steps_lib, writers
 from jaxcd.data import augment as augment_lib, io, pipeline, semi, source_from_config
 from jaxcd.errors import ConfigError, DataError
-from jaxcd.methods import common
+from jaxcd.methods import base
 
 MODES = ("rcl", "sup_only")
 STAGE2_INITS = ("reinit", "stage1")
@@ -149,12 +150,6 @@ def snapshot_steps(steps: int) -> list[int]:
   return [steps // 3, 2 * steps // 3, steps]
 
 
-def eval_every(config, steps: int) -> int:
-  if config.eval_every > 0:
-    return int(config.eval_every)
-  return max(1, steps // int(config.rcl.evals_per_stage))
-
-
 # --- the training step -------------------------------------------------------------------------
 
 def backbone_multipliers(params: Any, prefix: str, mult: float) -> Any:
@@ -169,7 +164,7 @@ def backbone_multipliers(params: Any, prefix: str, mult: float) -> Any:
 
 
 def group_lr_grads(grads: Any, params: Any, multipliers: Any, weight_decay: float) -> Any:
-  """Gradients that make `common.make_optimizer`'s SGD (which adds weight_decay * p, then
+  """Gradients that make `optim.make_optimizer`'s SGD (which adds weight_decay * p, then
   momentum) update each leaf as torch's SGD with lr * m for that leaf: m * g + (m - 1) * wd * p
   becomes m * (g + wd * p) once the decay is added, and momentum is linear."""
   return jax.tree_util.tree_map(
@@ -215,13 +210,6 @@ def make_loss(*, contrastive: bool, ct_weight: float, nochange_ce: bool, class_w
   return loss_fn
 
 
-def concat_batches(batches: list[dict]) -> dict:
-  """One global batch from the streams' global batches (labeled first), on device."""
-  if len(batches) == 1:
-    return batches[0]
-  return {k: jnp.concatenate([b[k] for b in batches]) for k in batches[0]}
-
-
 # --- reliability -------------------------------------------------------------------------------
 
 def pair_mean_iou(p_BxHxW: jax.Array, q_BxHxW: jax.Array) -> jax.Array:
@@ -261,8 +249,8 @@ def stability_pass(stability_step, snapshots, best, source, config, mesh) -> dic
   ds = pipeline.eval_dataset(source, global_batch_size=config.input.eval_batch_size,
                              process_index=jax.process_index(), process_count=jax.process_count())
   out: dict[str, np.ndarray] = {}
-  bar = common.progress(config, pipeline.eval_num_batches(n, config.input.eval_batch_size), 0,
-                        "reliability")
+  bar = writers.progress(config, pipeline.eval_num_batches(n, config.input.eval_batch_size), 0,
+                         "reliability")
   for batch in ds:
     r = jax.device_get(stability_step(snapshots, best, parallel.to_global(batch, mesh)))
     keep = np.asarray(r["valid"], bool)
@@ -315,30 +303,25 @@ def load_reliability(workdir: str) -> dict[str, np.ndarray] | None:
     return {k: z[k] for k in z.files}
 
 
-# --- the trainer -------------------------------------------------------------------------------
+# --- the method --------------------------------------------------------------------------------
 
-class _Run:
-  """Everything the stages share (sources, model, jitted pieces, writer, checkpointers)."""
+class RCL(base.Method):
+  """Stage 1 (WORKDIR/stage1/) -> reliability -> stage 2 (WORKDIR/), two stages of the loop."""
+  name = "rcl"
 
-  def __init__(self, config, workdir: str):
-    _check_config(config)
-    c, rc = config, config.rcl
-    self.config, self.rc, self.workdir = c, rc, workdir
-    self.mesh = parallel.make_mesh()
-    parallel.check_batch_size(c.input.batch_size)
-    parallel.check_batch_size(c.input.eval_batch_size, "input.eval_batch_size")
-    self.is_main = jax.process_index() == 0
-    self.pidx, self.pcount = jax.process_index(), jax.process_count()
-    self.train_src = source_from_config(c.data, "train")
-    self.val_src = source_from_config(c.data, "val")
-    self.lab_idx, unl_idx = semi.labeled_split(workdir, self.train_src, rc.label_fraction, c.seed,
-                                               write=self.is_main)
+  def check_config(self) -> None:
+    _check_config(self.config)
+
+  def stages(self, run: base.Run) -> list[base.Stage]:
+    c, rc = self.config, self.config.rcl
+    self.lab_idx, unl_idx = semi.labeled_split(run.workdir, run.train_src, rc.label_fraction,
+                                               c.seed, write=run.is_main)
     if rc.unlabeled_data.get("name"):
       self.unl_src = source_from_config(rc.unlabeled_data, rc.unlabeled_split)
       self.unl_idx = np.arange(len(self.unl_src))
-      self._check_unlabeled_source()
+      self._check_unlabeled_source(run.train_src)
     else:
-      self.unl_src, self.unl_idx = self.train_src, unl_idx
+      self.unl_src, self.unl_idx = run.train_src, unl_idx
     self.contrastive = rc.mode == "rcl"
     self.semi = self.contrastive and len(self.unl_idx) > 0
     self.n_l = int(rc.n_labeled)
@@ -346,36 +329,29 @@ class _Run:
     if self.semi:
       parallel.check_batch_size(self.n_l, "rcl.n_labeled")
       parallel.check_batch_size(self.n_u, "input.batch_size - rcl.n_labeled")
-    self.steps1 = stage_steps(rc, 1, len(self.lab_idx), c.input.batch_size)
-    self.steps2 = stage_steps(rc, 2, len(self.unl_idx), self.n_u) if self.semi else 0
-    self.snaps = snapshot_steps(self.steps1) if self.semi else []
-
-    self.model = common.build_model(c)
-    self.normalize = common.make_normalizer(c)
-    self.shape = common.sample_shape(self.train_src, c)
-    self.bands = int(c.data.num_bands)
-    self.eval_step = common.make_eval_step(self.model, self.normalize, 2, c.loss.ignore_label,
-                                           self.mesh)
-    self.writer = writers.MetricWriter(workdir, enabled=self.is_main)
-    self.ck = {1: checkpointing.Checkpointer(os.path.join(workdir, STAGE1_DIR),
-                                             keep=c.keep_checkpoints),
-               2: checkpointing.Checkpointer(workdir, keep=c.keep_checkpoints)}
-    self.snap_ck = (checkpointing.Checkpointer(os.path.join(workdir, SNAPSHOT_DIR), keep=3)
+    steps1 = stage_steps(rc, 1, len(self.lab_idx), c.input.batch_size)
+    steps2 = stage_steps(rc, 2, len(self.unl_idx), self.n_u) if self.semi else 0
+    self.snaps = snapshot_steps(steps1) if self.semi else []
+    self.snap_ck = (checkpointing.Checkpointer(os.path.join(run.workdir, SNAPSHOT_DIR), keep=3)
                     if self.semi else None)
-    self.offset = {1: 0, 2: self.steps1}
     weak = augment_lib.make_augment(c.input.augment, c.input.crop_size)
     nochange = rc.nochange if self.contrastive else ""
     self.aug_labeled = semi.RclAugment(weak, None, nochange)
     self.aug_unlabeled = semi.RclAugment(
         weak, augment_lib.StrongAugment() if rc.strong_unlabeled else None, nochange)
     logging.info("rcl (%s): %d labeled / %d unlabeled pairs; stage 1 %d steps%s", rc.mode,
-                 len(self.lab_idx), len(self.unl_idx), self.steps1,
-                 f", stage 2 {self.steps2} steps" if self.semi else ", no stage 2")
+                 len(self.lab_idx), len(self.unl_idx), steps1,
+                 f", stage 2 {steps2} steps" if self.semi else ", no stage 2")
+    every = lambda steps: base.eval_every_auto(c, steps, rc.evals_per_stage)  # noqa: E731
+    self.stage1 = base.Stage("stage1", steps1, 0, STAGE1_DIR, every(steps1), {"stage": 1})
+    if not self.semi:
+      return [self.stage1]
+    return [self.stage1, base.Stage("stage2", steps2, steps1, "", every(steps2), {"stage": 2})]
 
-  def _check_unlabeled_source(self):
+  def _check_unlabeled_source(self, train_src) -> None:
     if len(self.unl_src) == 0:
       raise DataError("config.rcl.unlabeled_data: the unlabeled source has no pairs")
-    u, t = self.unl_src[0], self.train_src[0]
+    u, t = self.unl_src[0], train_src[0]
     if u["image_a"].shape[-1] != t["image_a"].shape[-1]:
       raise ConfigError(f"config.rcl.unlabeled_data: {u['image_a'].shape[-1]} bands, the labeled "
                         f"pairs have {t['image_a'].shape[-1]}")
@@ -383,207 +359,116 @@ class _Run:
       raise ConfigError(f"config.rcl.unlabeled_data: pairs of {u['label'].shape} but labeled ones "
                         f"of {t['label'].shape}: set config.input.crop_size")
 
-  # --- pieces ---
+  def _index(self, stage: base.Stage) -> int:
+    return 1 if stage.name == "stage1" else 2
 
-  def fresh_state(self, stage: int, steps: int):
-    tx, sched = common.make_optimizer(self.config.optim, steps)
-    state = common.create_state(self.model, tx, self.shape, self.config.seed + stage - 1, self.mesh)
-    return common.init_pretrained(state, self.config), tx, sched
+  def init_state(self, run, stage, tx):
+    k = self._index(stage)
+    state = state_lib.create_state(run.model, tx, run.sample_shape, self.config.seed + k - 1,
+                                   run.mesh)
+    state = state_lib.init_pretrained(state, self.config)
+    if k == 2 and self.config.rcl.stage2_init == "stage1":
+      best = self._stage1_best(run, checkpointing.abstract_like(state))[0]
+      state = state.replace(params=best.params, batch_stats=best.batch_stats)
+    return state
 
-  def train_step(self, stage: int, tx, state):
-    c, rc = self.config, self.rc
+  def train_step(self, run, stage, state, tx):
+    c, rc = self.config, self.config.rcl
     if rc.backbone_lr_mult != 1:
       tx = with_group_lr(tx, backbone_multipliers(state.params, rc.backbone_params,
                                                   rc.backbone_lr_mult), c.optim.weight_decay)
     loss_fn = make_loss(contrastive=self.contrastive, ct_weight=rc.ct_weight,
                         nochange_ce=rc.nochange_ce, class_weights=tuple(c.loss.class_weights),
                         ignore_label=c.loss.ignore_label)
-    norm = packed_normalizer(self.normalize, self.bands) if self.contrastive else self.normalize
-    return common.make_train_step(
-        self.model, tx, loss_fn, norm, jax.random.fold_in(jax.random.key(c.seed), stage),
-        self.mesh, jax.tree_util.tree_map(lambda x: x.sharding, state))
+    norm = (packed_normalizer(run.normalize, int(c.data.num_bands)) if self.contrastive
+            else run.normalize)
+    key = jax.random.fold_in(jax.random.key(c.seed), self._index(stage))
+    return steps_lib.make_train_step(run.model, tx, loss_fn, norm, key, run.mesh,
+                                     base.shardings_of(state))
 
   def _stream(self, src, batch: int, stage: int, stream: int, aug):
-    c = self.config
-    return iter(pipeline.train_dataset(
-        src, global_batch_size=batch, seed=semi.stream_seed(c.seed, stage, stream), augment=aug,
-        process_index=self.pidx, process_count=self.pcount, worker_count=c.input.worker_count,
-        prefetch=c.input.prefetch))
+    return base.train_stream(self.config, src, batch, semi.stream_seed(self.config.seed, stage,
+                                                                       stream),
+                             augment=aug, crop=False)
 
-  def data(self, stage: int, pool=None) -> semi.JointIterator:
+  def data(self, run, stage) -> pipeline.Streams:
     b = self.config.input.batch_size
-    if stage == 1:
-      lab = semi.Subset(self.train_src, semi.tile_indices(self.lab_idx, b), semi.LABELED)
-      return semi.JointIterator({"labeled": self._stream(lab, b, 1, 0, self.aug_labeled)})
-    lab = semi.Subset(self.train_src, semi.tile_indices(self.lab_idx, self.n_l), semi.LABELED)
-    unl = semi.Subset(pool, semi.tile_indices(np.arange(len(pool)), self.n_u))
-    return semi.JointIterator({"labeled": self._stream(lab, self.n_l, 2, 0, self.aug_labeled),
-                               "unlabeled": self._stream(unl, self.n_u, 2, 1, self.aug_unlabeled)})
+    if self._index(stage) == 1:
+      lab = pipeline.Subset(run.train_src, semi.tile_indices(self.lab_idx, b), semi.LABELED)
+      return pipeline.Streams({"labeled": self._stream(lab, b, 1, 0, self.aug_labeled)})
+    rel = self.reliability(run)
+    pool = semi.UnlabeledPool(self.unl_src, rel["indices"], rel["reliable"], rel["pseudo_labels"])
+    lab = pipeline.Subset(run.train_src, semi.tile_indices(self.lab_idx, self.n_l), semi.LABELED)
+    unl = pipeline.Subset(pool, semi.tile_indices(np.arange(len(pool)), self.n_u))
+    return pipeline.Streams({"labeled": self._stream(lab, self.n_l, 2, 0, self.aug_labeled),
+                             "unlabeled": self._stream(unl, self.n_u, 2, 1, self.aug_unlabeled)})
 
-  def evaluate(self, state, src, desc: str) -> dict:
-    return common.evaluate(self.eval_step, state.params, state.batch_stats, src, self.config,
-                           self.mesh, desc)
+  def after_step(self, run, loop, step: int) -> bool:
+    if self._index(loop.stage) == 1 and step in self.snaps:
+      loop.sync()
+      # A resumed run re-trains to the same state: an existing snapshot is kept.
+      g = loop.stage.offset + step
+      self.snap_ck.save(g, loop.state, None, {"stage": 1, "snapshot": g})
+    return False
 
-  # --- a stage ---
-
-  def run_stage(self, stage: int, steps: int, state, tx, sched, it, start: int, meta: dict):
-    """Trains steps start+1..steps of `stage` (local step numbers; rows and checkpoints use the
-    global ones); returns the final state."""
-    c, off, ck = self.config, self.offset[stage], self.ck[stage]
-    train_step = self.train_step(stage, tx, state)
-    watch = common.LossWatch(self.workdir)
-    bar = common.progress(c, off + steps, off + start, f"stage {stage}")
-    log = common.TrainLogger(c, self.writer, sched, bar, off + start,
-                             fields=lambda s: {"stage": stage}, last=off + steps, offset=off)
-    every = eval_every(c, steps)
-    for s in range(start + 1, steps + 1):
-      g = off + s
-      batch = concat_batches([parallel.to_global(b, self.mesh) for b in next(it).values()])
-      state, m = train_step(state, batch)
-      log(watch.push(g, m))
-      bar.update(1)
-      last = s == steps
-      if s % every == 0 or last:
-        log(watch.drain())  # never evaluate or save a state whose loss is not finite
-        res = self.evaluate(state, self.val_src, "val")
-        self.writer.write({"step": g, "split": "val", "stage": stage, **res})
-        if res["f1"] > meta["best_f1"]:
-          meta = {**meta, "best_f1": res["f1"], "best_step": g}
-          ck.save(g, state, None, meta, best=True)  # kept if saved before a kill
-        if self.is_main and c.progress:
-          bar.write(f"stage {stage} step {g}: val f1 {res['f1']:.4f} "
-                    f"(best {meta['best_f1']:.4f} @ {meta['best_step']})")
-      if stage == 1 and s in self.snaps:
-        log(watch.drain())
-        # A resumed run re-trains to the same state: an existing snapshot is kept.
-        self.snap_ck.save(g, state, None, {"stage": 1, "snapshot": g})
-      if s % c.checkpoint_every == 0 or last:
-        log(watch.drain())
-        ck.save(g, state, {"grain": it.get_state()}, meta)
-    log(watch.drain())
-    bar.close()
-    return state
-
-  def resume(self, stage: int, state, it) -> tuple[Any, int, dict]:
-    """(state, local start step, meta) from the stage's latest checkpoint, or a fresh start."""
-    ck, off = self.ck[stage], self.offset[stage]
-    meta = {"stage": stage, "best_f1": -1.0, "best_step": None}
-    step = ck.latest_step()
-    if step is None:
-      return state, 0, meta
-    state, data_state, meta, step = ck.restore(checkpointing.abstract_like(state))
-    if data_state is not None:
-      it.set_state(data_state["grain"])
-    self.writer.truncate_after(step)
-    logging.info("resumed stage %d from %s at step %d", stage, self.workdir, step)
-    return state, step - off, meta
+  def close(self) -> None:
+    if getattr(self, "snap_ck", None) is not None:
+      self.snap_ck.close()
 
   # --- reliability ---
 
-  def reliability(self, abstract) -> dict[str, np.ndarray]:
+  def _stage1_best(self, run, abstract):
+    ck = checkpointing.Checkpointer(os.path.join(run.workdir, STAGE1_DIR), keep=1)
+    try:
+      return ck.restore(abstract, which=checkpointing.BEST)
+    finally:
+      ck.close()
+
+  def reliability(self, run: base.Run) -> dict[str, np.ndarray]:
     """The reliable set: read back from the workdir, or computed from the stage-1 snapshots."""
-    have = load_reliability(self.workdir)
+    workdir, rc = run.workdir, self.config.rcl
+    have = load_reliability(workdir)
     if (have is not None and len(have["indices"]) == len(self.unl_idx)
-        and float(have["reliable_fraction"]) == float(self.rc.reliable_fraction)):
+        and float(have["reliable_fraction"]) == float(rc.reliable_fraction)):
       return have
     t0 = time.perf_counter()
-    best = self.ck[1].restore(abstract, which=checkpointing.BEST)
+    tx, _ = self.optimizer(run, self.stage1)
+    abstract = state_lib.create_state(run.model, tx, run.sample_shape, self.config.seed, run.mesh,
+                                      abstract=True)
+    best = self._stage1_best(run, abstract)
     if best is None or not set(self.snaps) <= set(self.snap_ck.latest.all_steps()):
-      raise DataError(f"{self.workdir}: stage 1 finished without its snapshots {self.snaps} or "
+      raise DataError(f"{workdir}: stage 1 finished without its snapshots {self.snaps} or "
                       f"best model ({SNAPSHOT_DIR}/, {STAGE1_DIR}/best/): delete the workdir "
                       "and rerun")
     snaps = [self.snap_ck.restore(abstract, step=s)[0] for s in self.snaps]
-    best_state, _, _, best_step = best
-    step_fn = make_stability_step(self.model, self.normalize, self.config.loss.ignore_label,
-                                  self.mesh)
-    pool = semi.Subset(self.unl_src, self.unl_idx)
+    best_state, _, best_step = best
+    step_fn = make_stability_step(run.model, run.normalize, self.config.loss.ignore_label,
+                                  run.mesh)
+    pool = pipeline.Subset(self.unl_src, self.unl_idx)
     res = stability_pass(step_fn, [s.variables() for s in snaps], best_state.variables(), pool,
-                         self.config, self.mesh)
-    reliable = rank_reliable(res["stability"], self.rc.reliable_fraction)
-    row = {"step": self.steps1, "split": "reliable", "stage": 1,
-           "reliable_fraction": float(self.rc.reliable_fraction), **reliability_row(res, reliable),
+                         self.config, run.mesh)
+    reliable = rank_reliable(res["stability"], rc.reliable_fraction)
+    row = {"step": self.stage1.steps, "split": "reliable", "stage": 1,
+           "reliable_fraction": float(rc.reliable_fraction), **reliability_row(res, reliable),
            "snapshot_steps": list(self.snaps), "best_step": int(best_step),
            "seconds": round(time.perf_counter() - t0, 3)}
     out = {"indices": self.unl_idx, "reliable": reliable, "stability": res["stability"],
            "pseudo_labels": res["pseudo"][reliable],
-           "reliable_fraction": np.float64(self.rc.reliable_fraction),
+           "reliable_fraction": np.float64(rc.reliable_fraction),
            "snapshot_steps": np.asarray(self.snaps), "best_step": np.int64(best_step)}
-    if self.is_main:
+    if run.is_main:
       ids = semi.source_ids(self.unl_src)
-      d = os.path.join(self.workdir, semi.SPLIT_DIR)
+      d = os.path.join(workdir, semi.SPLIT_DIR)
       for name, m in (("reliable", reliable), ("unreliable", ~reliable)):
         semi.write_index_file(os.path.join(d, f"{name}.txt"), self.unl_idx[m], ids,
                               {"stability": [f"{v:.6f}" for v in res["stability"][m]]})
-      io.atomic_write(Path(self.workdir) / PSEUDO_FILE, lambda f: np.savez(f, **out))
-    if not any(r.get("split") == "reliable" for r in writers.read_metrics(self.workdir)):
-      self.writer.write(row)
+      io.atomic_write(Path(workdir) / PSEUDO_FILE, lambda f: np.savez(f, **out))
+    if not any(r.get("split") == "reliable" for r in writers.read_metrics(workdir)):
+      run.writer.write(row)
     logging.info("reliability: %d reliable / %d unreliable pairs (stability %s / %s)",
                  row["reliable"], row["unreliable"], row["stability_reliable"],
                  row["stability_unreliable"])
     return out
 
-  # --- final evaluation ---
 
-  def final_rows(self, stage: int, abstract) -> dict[str, dict]:
-    restored = self.ck[stage].restore(abstract, which=checkpointing.BEST)
-    if restored is None:
-      raise DataError(f"{self.workdir}: no best checkpoint of stage {stage}")
-    state, _, _, step = restored
-    out = {}
-    for split in self.config.eval_splits:
-      res = self.evaluate(state, source_from_config(self.config.data, split), split)
-      self.writer.write({"step": int(step), "split": split, "checkpoint": "best", "stage": stage,
-                         **res})
-      out[split] = res
-      if self.is_main:
-        logging.info("stage %d %s: f1 %.4f iou %.4f (checkpoint step %d)", stage, split,
-                     res["f1"], res["iou"], step)
-    return out, state, step
-
-  def close(self):
-    self.writer.close()
-    for ck in list(self.ck.values()) + ([self.snap_ck] if self.snap_ck else []):
-      ck.close()
-
-
-def train_and_evaluate(config, workdir: str) -> dict:
-  """Stage 1, reliability and stage 2 (see the module docstring); writes WORKDIR/metrics.jsonl,
-  splits, pseudo-labels and checkpoints; returns the final model's metrics per split, plus the
-  stage-1 best model's as `stage1_<split>` when stage 2 ran."""
-  r = _Run(config, workdir)
-  in_stage2 = r.semi and r.ck[2].latest_step() is not None
-
-  state, tx, sched = r.fresh_state(1, r.steps1)
-  abstract = checkpointing.abstract_like(state)
-  if not in_stage2:
-    it = r.data(1)
-    state, start, meta = r.resume(1, state, it)
-    r.run_stage(1, r.steps1, state, tx, sched, it, start, meta)
-  del state
-
-  if r.semi:
-    rel = r.reliability(abstract)
-    pool = semi.UnlabeledPool(r.unl_src, rel["indices"], rel["reliable"], rel["pseudo_labels"])
-    state, tx, sched = r.fresh_state(2, r.steps2)
-    if r.rc.stage2_init == "stage1":
-      best = r.ck[1].restore(abstract, which=checkpointing.BEST)[0]
-      state = state.replace(params=best.params, batch_stats=best.batch_stats)
-    it = r.data(2, pool)
-    state, start, meta = r.resume(2, state, it)
-    if not in_stage2:
-      # Saved at once: a run killed from here on resumes in stage 2 with this reliable set.
-      r.ck[2].save(r.steps1, state, {"grain": it.get_state()}, meta)
-    r.run_stage(2, r.steps2, state, tx, sched, it, start, meta)
-    del state
-
-  final1, best1, step1 = r.final_rows(1, abstract)
-  if not r.semi:
-    # The stage-1 model is the final one: also the standard WORKDIR/best for jaxcd.evaluate
-    # (kept as it is when a rerun of a finished run finds it there).
-    r.ck[2].save(step1, best1, None, {"stage": 1, "best_step": step1}, best=True)
-    final = final1
-  else:
-    final, _, _ = r.final_rows(2, abstract)
-    final = {**final, **{f"stage1_{k}": v for k, v in final1.items()}}
-  r.close()
-  return final
+METHOD = RCL

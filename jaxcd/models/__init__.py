@@ -4,21 +4,11 @@ Every network is a Flax Linen module called as
 `model.apply(variables, a_BxHxWxC, b_BxHxWxC, train=bool)` on float inputs (already normalised),
 returning a dict with at least 'logits' (BxHxWxK) and any deep-supervision outputs.
 """
-from typing import Any, Callable
+from typing import Any
 
 import flax.linen as nn
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str):
-  """Decorator registering a module class (or factory) under `name`."""
-  def deco(fn):
-    if name in _REGISTRY:
-      raise ValueError(f"model {name!r} registered twice")
-    _REGISTRY[name] = fn
-    return fn
-  return deco
+from jaxcd.models.registry import REGISTRY as _REGISTRY, register  # noqa: F401
 
 
 def get_model(name: str, **kwargs: Any) -> nn.Module:
@@ -35,7 +25,8 @@ def list_models() -> list[str]:
 
 
 def _import_all():
-  # Imported lazily so `import jaxcd.models` stays cheap and free of cycles.
+  # Imported lazily so `import jaxcd.models` stays cheap; network modules import only
+  # `jaxcd.models.registry`, so there is no cycle.
   # Each network module registers itself on import; add new modules here.
   from jaxcd.models import fc_siam  # noqa: F401
   from jaxcd.models import dsfernet  # noqa: F401

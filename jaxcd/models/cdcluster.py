@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcd.errors import ConfigError
-from jaxcd.models import register
+from jaxcd.models.registry import register
 from jaxcd.models.attention import CBAM, Sobel
 from jaxcd.models.layers import ConvBNReLU, UpConv, batch_norm, max_pool2, pad_to
 

@@ -1,7 +1,7 @@
 """Dsfer-Net (Chang et al.): siamese VGG16, deeply supervised Hopfield feature retrieval (DSFR)
 at levels 4 and 5, and the comprehensive-fusion (CF) decoder. Faithful to the official `MyNet`
 (github ShizhenChang/Dsfer-Net, model/Networks.py); submodules carry its names so that
-`jaxcd.convert.dsfernet_from_torch` is a table.
+`jaxcd.weights.dsfernet_from_torch` is a table.
 
 Outputs: {'logits': BxHxWxK, 'aux4': BxH/8xW/8xK, 'aux5': BxH/16xW/16xK} (float32); the aux
 heads are the deep-supervision outputs trained with Dice. H and W must be multiples of 16.
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcd.errors import ConfigError
-from jaxcd.models import register
+from jaxcd.models.registry import register
 from jaxcd.models.hopfield import HopfieldRetrieval
 from jaxcd.models.layers import ConvBNReLU
 from jaxcd.models.vgg import VGG16Features

@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcd.models import register
+from jaxcd.models.registry import register
 from jaxcd.models.layers import batch_norm, max_pool2, pad_to
 
 Dtype = Any

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcd.models import register
+from jaxcd.models.registry import register
 from jaxcd.models.layers import ConvBNReLU, UpConv, max_pool2, pad_to
 
 _ENC = ((16, 2), (32, 2), (64, 3), (128, 3))  # (width, convs) per level

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcd.errors import ConfigError
-from jaxcd.models import register
+from jaxcd.models.registry import register
 from jaxcd.models.layers import batch_norm
 from jaxcd.models.resnet import ResNet, output_stride
 

@@ -13,7 +13,7 @@ One module serves every variant the methods need:
     deep stem width, width, 2*width), for reduced CPU configs; 64 is the standard ResNet.
 
 Submodule names follow torchvision's state dict (`layer2.0.downsample.0.weight` ->
-`layer2_0/downsample_conv/kernel`), so `jaxcd.convert` maps ImageNet weights with a table.
+`layer2_0/downsample_conv/kernel`), so `jaxcd.weights` maps ImageNet weights with a table.
 ResNet-18 up to stage 4 (no fc): 11,176,512 parameters.
 """
 from typing import Any, Sequence

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcd.data import sources
+from jaxcd.data.cdd import cdd
+from jaxcd.data.folder import folder
+from jaxcd.data.levir_cd import levir_cd
+from jaxcd.data.sztaki import sztaki
+from jaxcd.data.whu_cd import whu_cd
 from jaxcd.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,14 +58,14 @@ def _describe(*args: str) -> subprocess.CompletedProcess:
 def test_missing_b_image(tmp_path):
   root = _dataset(tmp_path / "d")
   (root / "B" / "a2.png").unlink()
-  msg = _error(lambda: sources.folder("all", data_dir=str(root)))
+  msg = _error(lambda: folder("all", data_dir=str(root)))
   assert str(root / "A" / "a2.png") in msg and str(root / "B") in msg
 
 
 def test_a_b_size_mismatch(tmp_path):
   root = _dataset(tmp_path / "d")
   _write(root / "B" / "a1.png", np.zeros((64, 60, 3), np.uint8))
-  src = sources.folder("all", data_dir=str(root))
+  src = folder("all", data_dir=str(root))
   msg = _error(lambda: src[0])
   assert str(root / "A" / "a1.png") in msg and str(root / "B" / "a1.png") in msg
   assert "64x64" in msg and "60x64" in msg
@@ -74,7 +78,7 @@ def test_label_with_values_0_and_7(tmp_path):
   label = np.zeros((64, 64), np.uint8)
   label[:10] = 7
   _write(bad, label)
-  src = sources.levir_cd("train", data_dir=str(root), tile_size=64)
+  src = levir_cd("train", data_dir=str(root), tile_size=64)
   msg = _error(lambda: src[1])
   assert str(bad) in msg and "{0, 7}" in msg
 
@@ -84,7 +88,7 @@ def test_corrupt_png(tmp_path):
   bad = root / "test" / "A" / "test_1.png"
   data = bad.read_bytes()
   bad.write_bytes(data[: len(data) // 3])  # header intact, pixel data cut
-  src = sources.levir_cd("test", data_dir=str(root), tile_size=64)
+  src = levir_cd("test", data_dir=str(root), tile_size=64)
   msg = _error(lambda: src[0])
   assert str(bad) in msg
 
@@ -93,17 +97,17 @@ def test_empty_split(tmp_path):
   root = _levir(tmp_path)
   for p in (root / "val").rglob("*.png"):
     p.unlink()
-  msg = _error(lambda: sources.levir_cd("val", data_dir=str(root), tile_size=64))
+  msg = _error(lambda: levir_cd("val", data_dir=str(root), tile_size=64))
   assert "split 'val'" in msg and "empty" in msg and str(root) in msg
-  sources.levir_cd("train", data_dir=str(root), tile_size=64)  # the others still load
+  levir_cd("train", data_dir=str(root), tile_size=64)  # the others still load
 
 
 def test_nonexistent_data_dir(tmp_path):
   missing = tmp_path / "no_such_dataset"
-  for name in ("folder", "levir_cd", "whu_cd", "cdd", "sztaki"):
-    msg = _error(lambda: getattr(sources, name)("train", data_dir=str(missing)))
+  for source in (folder, levir_cd, whu_cd, cdd, sztaki):
+    msg = _error(lambda: source("train", data_dir=str(missing)))
     assert str(missing) in msg and "does not exist" in msg
-  assert "authors" in _error(lambda: sources.levir_cd("train", data_dir=str(missing)))
+  assert "authors" in _error(lambda: levir_cd("train", data_dir=str(missing)))
 
 
 def test_describe_nonexistent_data_dir(tmp_path):

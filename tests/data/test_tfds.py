@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcd.data import make_source, sources, tfds_builders
+from jaxcd.data import make_source, tfds_builders
+from jaxcd.data.folder import folder
+from jaxcd.data.sztaki import sztaki
 from jaxcd.errors import DataError
 
 SZTAKI = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "SZTAKI_AirChange"
@@ -41,7 +43,7 @@ def test_folder_dataset_round_trip(tmp_path):
   for split in ("train", "val", "test"):
     built = make_source("tfds", split, tfds_name="folder_cd", data_dir=str(tmp_path / "built"),
                         num_bands=3, mean=(0,), std=(1,))
-    _assert_same(built, sources.folder(split, data_dir=str(manual)))
+    _assert_same(built, folder(split, data_dir=str(manual)))
   clone = pickle.loads(pickle.dumps(built))  # grain workers get a copy
   np.testing.assert_array_equal(clone[1]["image_b"], built[1]["image_b"])
 
@@ -51,7 +53,7 @@ def test_sztaki_builds_and_reads_back_identically(tmp_path):
   tfds_builders.build("sztaki", str(SZTAKI), str(tmp_path))
   for split in ("train", "val", "test"):
     _assert_same(make_source("tfds", split, tfds_name="sztaki", data_dir=str(tmp_path)),
-                 sources.sztaki(split, data_dir=str(SZTAKI)))
+                 sztaki(split, data_dir=str(SZTAKI)))
 
 
 def test_missing_build_is_a_data_error(tmp_path):

@@ -9,15 +9,15 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from jaxcd import checkpointing, clustering, writers
+from jaxcd import checkpointing, clustering, trainer, writers
 from jaxcd.config_base import sibling
 from jaxcd.data import pipeline, source_from_config
 from jaxcd.errors import ConfigError
 from jaxcd.methods import cdcluster as cdc
-from jaxcd.methods import common
+from jaxcd import optim, state as state_lib
+from jaxcd.data.normalize import make_normalizer
 
 REPO = Path(__file__).resolve().parents[2]
 K = 5
@@ -120,15 +120,15 @@ def test_pseudo_labels_follow_the_joint_augmentation():
     np.testing.assert_array_equal(b["label"], b["image_a"][..., 0] % 7)
     moved |= not any(np.array_equal(b["image_a"][0], r["image_a"]) for r in src)
   assert moved, "the augmentation never changed an image: the test proves nothing"
-  assert len(cdc.Subset(src, [5, 2])) == 2 and cdc.Subset(src, [5, 2])[1]["id"] == "2"
+  assert len(pipeline.Subset(src, [5, 2])) == 2 and pipeline.Subset(src, [5, 2])[1]["id"] == "2"
 
 
 def test_reinit_resets_only_the_top_layer_and_its_moments():
   config = tiny_config()
-  model = common.build_model(config)
-  tx, _ = common.make_optimizer(config.optim, 10)
+  model = state_lib.build_model(config)
+  tx, _ = optim.make_optimizer(config.optim, 10)
   mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
-  state = common.create_state(model, tx, (1, 16, 16, 3), 0, mesh)
+  state = state_lib.create_state(model, tx, (1, 16, 16, 3), 0, mesh)
   # Non-zero Adam moments everywhere, as after some training.
   state = state.replace(opt_state=jax.tree_util.tree_map(
       lambda x: x + 1 if jnp.issubdtype(x.dtype, jnp.floating) else x, state.opt_state))
@@ -161,15 +161,7 @@ def test_cluster_schedule():
 
 def test_bad_k_is_a_config_error(tmp_path):
   with pytest.raises(ConfigError, match="config.model.num_clusters"):
-    cdc.train_and_evaluate(tiny_config(**{"model.num_clusters": 300}), str(tmp_path))
-
-
-def test_paper_config():
-  c = sibling(str(REPO / "configs" / "x.py"), "cdcluster_levir")
-  assert (c.method, c.model.name, c.model.num_clusters, c.optim.lr) == ("cdcluster", "cdcluster", 20, 1e-3)
-  assert (c.cdcluster.cluster_every, c.cdcluster.cluster_fraction) == (5.0, 0.75)
-  assert (c.cdcluster.warmup_fraction, c.cdcluster.min_change) == (0.3, 0.03)
-  assert c.data.name == "levir_cd"
+    trainer.train_and_evaluate(tiny_config(**{"model.num_clusters": 300}), str(tmp_path))
 
 
 def test_sztaki_config_reads_the_real_tiles():
@@ -192,10 +184,11 @@ def test_sztaki_config_reads_the_real_tiles():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("cdcluster"))
-  final = cdc.train_and_evaluate(tiny_config(), workdir)
+  final = trainer.train_and_evaluate(tiny_config(), workdir)
   return workdir, final
 
 
+@pytest.mark.slow
 def test_rows_of_a_tiny_run(run):
   workdir, final = run
   rows = writers.read_metrics(workdir)
@@ -222,17 +215,21 @@ def test_rows_of_a_tiny_run(run):
   assert final["test"]["f1"] == pytest.approx(test[0]["f1"])
 
 
+@pytest.mark.slow
 def test_evaluate_workdir_matches_the_final_test_row(run):
   workdir, final = run
   from jaxcd import evaluate
-  # jaxcd.evaluate (the CLI's function) dispatches to CDCluster's evaluation with the stored map.
-  for fn in (cdc.evaluate_workdir, evaluate.evaluate_workdir):
-    res = fn(tiny_config(), workdir, "test")
-    assert res["checkpoint"] == "best" and res["pairs"] == 8
-    for key in ("f1", "kappa", "oa", "specificity"):
-      assert res[key] == pytest.approx(final["test"][key], abs=1e-9)
+  # jaxcd.evaluate (the CLI's function) maps clusters to change through the stored map.
+  res = evaluate.evaluate_workdir(tiny_config(), workdir, "test")
+  assert res["checkpoint"] == "best" and res["pairs"] == 8
+  best = max((r for r in writers.read_metrics(workdir) if r["split"] == "val"),
+             key=lambda r: r["f1"])
+  assert res["phase"] == best["phase"]
+  for key in ("f1", "kappa", "oa", "specificity"):
+    assert res[key] == pytest.approx(final["test"][key], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_predict_applies_the_stored_change_map_like_evaluate(run, tmp_path):
   # One 64x64 window per pair (no blending): predict's change maps must give exactly the
   # confusion matrix of the evaluation, which maps argmax clusters through the checkpoint's map.
@@ -249,12 +246,14 @@ def test_predict_applies_the_stored_change_map_like_evaluate(run, tmp_path):
     pairs.append(predict.Pair(*paths))
   res = predict.predict_pairs(config, workdir, pairs, tmp_path / "out", tile=64, overlap=0)
   cm = np.sum([p["metrics"]["confusion_matrix"] for p in res["pairs"]], axis=0)
-  expected = cdc.evaluate_workdir(config, workdir, "test")
+  from jaxcd import evaluate
+  expected = evaluate.evaluate_workdir(config, workdir, "test")
   assert res["checkpoint"] == "best"
   np.testing.assert_array_equal(cm, expected["confusion_matrix"])
   assert 0 < cm[1, 1] < cm[:, 1].sum() + cm[1, :].sum()  # not a trivial all-or-nothing map
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_centroids_labels_and_warmup_only_change_map(run):
   workdir, _ = run
   config = tiny_config()
@@ -268,9 +267,9 @@ def test_checkpoint_holds_centroids_labels_and_warmup_only_change_map(run):
   assert labels.max() < K and len(np.unique(labels)) > 1
   # The stored labels are exactly the nearest-centroid labels of the checkpointed network.
   state, _ = checkpointing.load_numpy(workdir, step=8)
-  model = common.build_model(config)
-  feature_fn = clustering.make_feature_fn(model, common.make_normalizer(config))
-  variables = common.variables_of(state["params"], state["batch_stats"])
+  model = state_lib.build_model(config)
+  feature_fn = clustering.make_feature_fn(model, make_normalizer(config))
+  variables = state_lib.variables_of(state["params"], state["batch_stats"])
   again = clustering.assign(feature_fn, variables, prep, cents,
                             pipeline.eval_dataset(train, global_batch_size=8), len(train))
   np.testing.assert_array_equal(again, labels)
@@ -284,8 +283,8 @@ def test_checkpoint_holds_centroids_labels_and_warmup_only_change_map(run):
   # Before each later evaluation the map is refitted from the network's predictions on the same
   # warm-up tiles (config change_map_from="predictions"): checkpoint 12 holds that map.
   state12, _ = checkpointing.load_numpy(workdir, step=12)
-  logits = model.apply(common.variables_of(state12["params"], state12["batch_stats"]),
-                       *(common.make_normalizer(config)(
+  logits = model.apply(state_lib.variables_of(state12["params"], state12["batch_stats"]),
+                       *(make_normalizer(config)(
                            np.stack([train[int(i)][key] for i in idx]))
                          for key in ("image_a", "image_b")), train=False)["logits"]
   counts12 = cdc.cluster_change_counts(np.asarray(logits).argmax(-1), truth, K)
@@ -298,6 +297,7 @@ def _meta(workdir, step):
   return json.loads((Path(workdir) / "checkpoints" / str(step) / "meta" / "metadata").read_text())
 
 
+@pytest.mark.slow
 def test_resume_after_clustering_keeps_labels_and_does_not_recluster(run, tmp_path):
   workdir, _ = run
   resumed = str(tmp_path / "resumed")
@@ -305,7 +305,7 @@ def test_resume_after_clustering_keeps_labels_and_does_not_recluster(run, tmp_pa
   for step in ("10", "12"):  # as if killed just after the clustering at step 8
     shutil.rmtree(Path(resumed) / "checkpoints" / step)
   shutil.rmtree(Path(resumed) / "best")
-  cdc.train_and_evaluate(tiny_config(), resumed)
+  trainer.train_and_evaluate(tiny_config(), resumed)
   rows = writers.read_metrics(resumed)
   assert [r["step"] for r in rows if r["split"] == "cluster"] == [4, 8]  # no second clustering at 8
   assert [r["step"] for r in rows if r["split"] == "train"] == list(range(1, 13))
@@ -320,8 +320,25 @@ def test_resume_after_clustering_keeps_labels_and_does_not_recluster(run, tmp_pa
   assert _meta(resumed, 12)["change_map"] == _meta(workdir, 12)["change_map"]
 
 
+@pytest.mark.slow
+def test_sigkill_in_the_cluster_phase_then_resume_is_bit_identical(run, tmp_path):
+  from conftest import assert_same_checkpoint, kill_when, train_cmd
+  workdir, _ = run
+  killed = tmp_path / "killed"
+  # Killed once step 6 is committed: after the clustering at 4, before the one at 8.
+  kill_when(train_cmd("methods.test_cdcluster_method", str(killed)),
+            killed / "checkpoints" / "6")
+  trainer.train_and_evaluate(tiny_config(), str(killed))
+  assert_same_checkpoint(workdir, killed, 12)
+  assert_same_checkpoint(workdir, killed, which="best")
+  rows = writers.read_metrics(str(killed))
+  assert [r["step"] for r in rows if r["split"] == "train"] == list(range(1, 13))
+  assert [r["step"] for r in rows if r["split"] == "cluster"] == [4, 8]
+
+
 # --- Table 2 (warm-up fraction) ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_warmup_fraction_table(tmp_path):
   from jaxcd.experiments import warmup_fraction as wf
   assert wf.settings([0.01, 0.2], [0.06]) == [("1%", 0.01, 0.0), ("20%", 0.2, 0.0),
@@ -339,6 +356,7 @@ def test_warmup_fraction_table(tmp_path):
   assert (tmp_path / "table2.csv").read_text().startswith(",".join(wf.COLUMNS))
 
 
+@pytest.mark.slow
 def test_two_processes_cluster_to_identical_centroids(tmp_path):
   """launch/local.sh 2: both processes gather the same feature sample and fit it with the same
   seed, so they log the same centroid digest, which is also the one in the cluster row."""

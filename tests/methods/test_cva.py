@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcd.methods.cva import cva_magnitude, cva_predict, otsu_threshold, train_and_evaluate
+from jaxcd.methods.cva import cva_magnitude, cva_predict, otsu_threshold
+from jaxcd.trainer import train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,6 +93,7 @@ def _cva_config():
   return config
 
 
+@pytest.mark.slow
 def test_cva_is_fooled_by_synthetic_nuisances(tmp_path):
   # Acceptance figure: on the default embedded data CVA scores test F1 <= 0.5.
   config = _cva_config()

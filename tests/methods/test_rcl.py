@@ -13,11 +13,12 @@ import numpy as np
 import optax
 import pytest
 
-from jaxcd import checkpointing, writers
+from jaxcd import checkpointing, trainer, writers
 from jaxcd.config_base import sibling
 from jaxcd.data import semi, source_from_config
 from jaxcd.errors import ConfigError
-from jaxcd.methods import common, get_method
+from jaxcd import optim, state as state_lib
+from jaxcd.data.normalize import make_normalizer
 from jaxcd.methods import rcl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,7 +117,7 @@ def test_backbone_multiplier_is_a_per_group_sgd_learning_rate():
   o = ml_collections.ConfigDict(dict(name="sgd", lr=0.1, schedule="poly", poly_power=0.9,
                                      warmup_steps=0, weight_decay=1e-2, momentum=0.9,
                                      grad_clip=0.0))
-  tx, _ = common.make_optimizer(o, 10)
+  tx, _ = optim.make_optimizer(o, 10)
   params = {"backbone": {"w": jnp.array([1.0, -2.0])}, "head": {"w": jnp.array([0.5])}}
   mult = rcl.backbone_multipliers(params, "backbone", 0.1)
   # Reference: torch-style SGD with the backbone's learning rate divided by 10.
@@ -137,7 +138,7 @@ def test_backbone_multiplier_is_a_per_group_sgd_learning_rate():
     q = optax.apply_updates(q, v)
   for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(q)):
     np.testing.assert_allclose(a, b, rtol=1e-6)
-  # Same optimizer state structure as common.make_optimizer: standard tools restore it.
+  # Same optimizer state structure as optim.make_optimizer: standard tools restore it.
   assert jax.tree_util.tree_structure(s) == jax.tree_util.tree_structure(tx.init(params))
   with pytest.raises(ConfigError, match="config.rcl.backbone_params"):
     rcl.backbone_multipliers(params, "encoder", 0.1)
@@ -172,7 +173,7 @@ def test_schedule_and_snapshots():
 ])
 def test_config_errors_name_the_field(tmp_path, field, value, match):
   with pytest.raises(ConfigError, match=match):
-    rcl.train_and_evaluate(tiny_config(**{field: value}), str(tmp_path))
+    trainer.train_and_evaluate(tiny_config(**{field: value}), str(tmp_path))
 
 
 # --- end to end --------------------------------------------------------------------------------
@@ -180,10 +181,11 @@ def test_config_errors_name_the_field(tmp_path, field, value, match):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("rcl") / "run")
-  final = get_method("rcl").train_and_evaluate(tiny_config(), workdir)
+  final = trainer.train_and_evaluate(tiny_config(), workdir)
   return workdir, final
 
 
+@pytest.mark.slow
 def test_rows_of_both_stages(run):
   workdir, final = run
   rows = writers.read_metrics(workdir)
@@ -209,6 +211,7 @@ def test_rows_of_both_stages(run):
   assert final["stage1_test"]["iou"] == pytest.approx(test[0]["iou"])
 
 
+@pytest.mark.slow
 def test_split_and_pseudo_label_files(run):
   workdir, _ = run
   d = Path(workdir) / "splits"
@@ -226,15 +229,16 @@ def test_split_and_pseudo_label_files(run):
   config = tiny_config()
   state, _ = checkpointing.load_numpy(str(Path(workdir) / "stage1"), which=checkpointing.BEST)
   train = source_from_config(config.data, "train")
-  norm = common.make_normalizer(config)
+  norm = make_normalizer(config)
   a, b = (norm(np.stack([train[int(i)][k] for i in relf])) for k in ("image_a", "image_b"))
-  logits = common.build_model(config).apply(
-      common.variables_of(state["params"], state["batch_stats"]), a, b, train=False)["logits"]
+  logits = state_lib.build_model(config).apply(
+      state_lib.variables_of(state["params"], state["batch_stats"]), a, b, train=False)["logits"]
   np.testing.assert_array_equal(np.asarray(logits).argmax(-1), z["pseudo_labels"])
   assert sorted(p.name for p in (Path(workdir) / "stage1" / "snapshots" / "checkpoints")
                 .iterdir()) == ["2", "4", "6"]
 
 
+@pytest.mark.slow
 def test_standard_evaluate_loads_the_final_model(run):
   workdir, final = run
   from jaxcd import evaluate
@@ -243,13 +247,14 @@ def test_standard_evaluate_loads_the_final_model(run):
   assert res["f1"] == pytest.approx(final["test"]["f1"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_resume_in_stage_two_keeps_the_reliable_set(run, tmp_path):
   workdir, _ = run
   resumed = str(tmp_path / "resumed")
   shutil.copytree(workdir, resumed)
   shutil.rmtree(Path(resumed) / "checkpoints" / "12")  # killed after step 9's checkpoint
   before = (Path(resumed) / "pseudo_labels.npz").read_bytes()
-  rcl.train_and_evaluate(tiny_config(), resumed)
+  trainer.train_and_evaluate(tiny_config(), resumed)
   rows = writers.read_metrics(resumed)
   assert [r["step"] for r in rows if r["split"] == "train"] == list(range(1, 13))
   assert len([r for r in rows if r["split"] == "reliable"]) == 1
@@ -260,6 +265,7 @@ def test_resume_in_stage_two_keeps_the_reliable_set(run, tmp_path):
     np.testing.assert_array_equal(x, y)  # same reliable set and data order: the same parameters
 
 
+@pytest.mark.slow
 def test_killed_between_stages_recomputes_the_same_reliable_set(run, tmp_path):
   workdir, _ = run
   resumed = Path(tmp_path / "between")
@@ -270,7 +276,7 @@ def test_killed_between_stages_recomputes_the_same_reliable_set(run, tmp_path):
   for p in ("pseudo_labels.npz", "splits/reliable.txt", "splits/unreliable.txt"):
     (resumed / p).unlink()
   # Stage 2 may still change: start it from the stage-1 best model this time.
-  rcl.train_and_evaluate(tiny_config(**{"rcl.stage2_init": "stage1", "keep_checkpoints": 10}),
+  trainer.train_and_evaluate(tiny_config(**{"rcl.stage2_init": "stage1", "keep_checkpoints": 10}),
                          str(resumed))
   a, b = rcl.load_reliability(workdir), rcl.load_reliability(str(resumed))
   for key in a:
@@ -288,6 +294,25 @@ def test_killed_between_stages_recomputes_the_same_reliable_set(run, tmp_path):
   assert int(start["step"]) == 0  # a fresh optimizer state and schedule
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["stage1/checkpoints/3", "checkpoints/9"])
+def test_sigkill_then_resume_is_bit_identical(run, tmp_path, where):
+  from conftest import assert_same_checkpoint, kill_when, train_cmd
+  workdir, _ = run
+  killed = tmp_path / "killed"
+  kill_when(train_cmd("methods.test_rcl", str(killed)), killed / where)
+  trainer.train_and_evaluate(tiny_config(), str(killed))
+  for sub in ("stage1", ""):
+    assert_same_checkpoint(Path(workdir) / sub, killed / sub)
+    assert_same_checkpoint(Path(workdir) / sub, killed / sub, which="best")
+  a, b = rcl.load_reliability(workdir), rcl.load_reliability(str(killed))
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  rows = writers.read_metrics(str(killed))
+  assert [r["step"] for r in rows if r["split"] == "train"] == list(range(1, 13))
+
+
+@pytest.mark.slow
 def test_label_fraction_table_with_sup_only(run, tmp_path):
   from jaxcd.experiments import label_fractions as lf
   workdir, _ = run
@@ -317,19 +342,3 @@ def test_label_fraction_table_with_sup_only(run, tmp_path):
       ("Sup. only", None, 9.85), ("RCL pre", None, 12.37), ("RCL", None, 12.68)]
 
 
-def test_paper_configs():
-  for name, data, table, fraction in (
-      ("rcl_sztaki", "sztaki", "II", 0.1), ("rcl_whu", "whu_cd", "III", 0.05),
-      ("rcl_levir", "levir_cd", "IV", 0.05), ("rcl_sztaki_whu", "sztaki", "VI", 0.1)):
-    c = sibling(str(REPO / "configs" / "x.py"), name)
-    assert (c.method, c.model.name, c.model.width, c.data.name) == ("rcl", "rcr", 64, data)
-    assert (c.optim.name, c.optim.lr, c.optim.momentum, c.optim.weight_decay, c.optim.schedule,
-            c.optim.warmup_steps) == ("sgd", 1e-2, 0.9, 1e-4, "poly", 0)
-    rc = c.rcl
-    assert (c.input.batch_size, rc.n_labeled, rc.ct_weight, rc.reliable_fraction) == (
-        8, 4, 1.0, 0.5)
-    assert (rc.backbone_lr_mult, rc.stage2_init, rc.nochange, rc.paper_table) == (
-        0.1, "reinit", "perturb", table)
-    assert rc.label_fraction == fraction and rc.stage1_steps == rc.stage2_steps == 0
-  cross = sibling(str(REPO / "configs" / "x.py"), "rcl_sztaki_whu")
-  assert cross.rcl.unlabeled_data.name == "whu_cd"

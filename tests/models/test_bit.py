@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxcd import convert
+from jaxcd import weights
 from jaxcd.errors import ConfigError, DataError
 from jaxcd.models import get_model
 from jaxcd.models.layers import count_params
@@ -141,7 +141,7 @@ def test_init_backbone_loads_torchvision_resnet18_into_bit(tmp_path):
   np.savez(path, **sd)
   x = jnp.zeros((1, 32, 32, 3))
   v = jax.device_get(get_model("bit").init(jax.random.key(0), x, x))
-  params, stats = convert.init_backbone_variables(_bit_config(str(path)), v["params"], v["batch_stats"])
+  params, stats = weights.init_backbone_variables(_bit_config(str(path)), v["params"], v["batch_stats"])
   bb, bs = params["backbone"], stats["backbone"]
   np.testing.assert_array_equal(bb["conv1"]["kernel"], sd["conv1.weight"].transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(bb["layer3_0"]["downsample_conv"]["kernel"],
@@ -152,11 +152,11 @@ def test_init_backbone_loads_torchvision_resnet18_into_bit(tmp_path):
   # Everything outside the backbone is untouched; the inputs are not modified.
   np.testing.assert_array_equal(params["conv_pred"]["kernel"], v["params"]["conv_pred"]["kernel"])
   assert not np.array_equal(v["params"]["backbone"]["conv1"]["kernel"], bb["conv1"]["kernel"])
-  # The trainer's path (common.init_pretrained on a replicated state) loads the same values.
-  from jaxcd.methods import common
-  state = common.TrainState(step=jnp.zeros((), jnp.int32), params=jax.device_put(v["params"]),
+  # The trainer's path (state_lib.init_pretrained on a replicated state) loads the same values.
+  from jaxcd import state as state_lib
+  state = state_lib.TrainState(step=jnp.zeros((), jnp.int32), params=jax.device_put(v["params"]),
                             batch_stats=jax.device_put(v["batch_stats"]), opt_state=())
-  loaded = common.init_pretrained(state, _bit_config(str(path)))
+  loaded = state_lib.init_pretrained(state, _bit_config(str(path)))
   np.testing.assert_array_equal(loaded.params["backbone"]["layer1_1"]["conv2"]["kernel"],
                                 bb["layer1_1"]["conv2"]["kernel"])
   np.testing.assert_array_equal(loaded.batch_stats["backbone"]["layer1_0"]["bn1"]["var"],
@@ -170,11 +170,11 @@ def test_init_backbone_errors(tmp_path):
   sd["layer2.0.conv1.weight"] = sd["layer2.0.conv1.weight"][:, :32]
   np.savez(tmp_path / "bad.npz", **sd)
   with pytest.raises(DataError, match=r"bad.npz: 'layer2.0.conv1.weight' has shape"):
-    convert.init_backbone_variables(_bit_config(str(tmp_path / "bad.npz")), v["params"])
+    weights.init_backbone_variables(_bit_config(str(tmp_path / "bad.npz")), v["params"])
   with pytest.raises(DataError, match="missing.pth: checkpoint file not found"):
-    convert.init_backbone_variables(_bit_config(str(tmp_path / "missing.pth")), v["params"])
+    weights.init_backbone_variables(_bit_config(str(tmp_path / "missing.pth")), v["params"])
   with pytest.raises(ConfigError, match="config.init.backbone") as e:
-    convert.init_backbone_variables(_bit_config(str(tmp_path / "bad.npz"), name="fc_siam_diff"), v["params"])
+    weights.init_backbone_variables(_bit_config(str(tmp_path / "bad.npz"), name="fc_siam_diff"), v["params"])
   assert "\n" not in str(e.value)
 
 
@@ -217,7 +217,7 @@ def test_imported_trunk_matches_a_pytorch_resnet18(tmp_path):
     want = net(xa).numpy().transpose(0, 2, 3, 1)
   x = jnp.zeros((1, 64, 64, 3))
   v = jax.device_get(get_model("bit").init(jax.random.key(0), x, x))
-  params, stats = convert.init_backbone_variables(_bit_config(str(path)), v["params"], v["batch_stats"])
+  params, stats = weights.init_backbone_variables(_bit_config(str(path)), v["params"], v["batch_stats"])
   from jaxcd.models.bit import resnet18_trunk
   got = resnet18_trunk().apply({"params": params["backbone"], "batch_stats": stats["backbone"]},
                                xa.numpy().transpose(0, 2, 3, 1), train=False)[-1]

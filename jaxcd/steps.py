@@ -1,0 +1,73 @@
+"""The jitted steps every method composes: the sharded train step, the evaluation step
+(a confusion matrix per batch) and the pass of an evaluation step over a whole split."""
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxcd import metrics as metrics_lib, parallel, writers
+from jaxcd.data import pipeline
+from jaxcd.state import TrainState, apply_model
+
+
+def make_train_step(model, tx, loss_fn, normalize, base_key, mesh, state_shardings):
+  """Jitted (state, batch) -> (state, metrics): the state donated, the batch split over `data`."""
+  def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+    rng = jax.random.fold_in(base_key, state.step)
+    a, b = normalize(batch["image_a"]), normalize(batch["image_b"])
+
+    def lossf(params):
+      out, bs = apply_model(model, params, state.batch_stats, a, b, train=True, rng=rng)
+      loss, aux = loss_fn(out, batch["label"])
+      return loss, (bs, aux)
+
+    (loss, (bs, aux)), grads = jax.value_and_grad(lossf, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new = state.replace(step=state.step + 1, params=params, batch_stats=bs, opt_state=opt_state)
+    # update_norm: a finite loss at step t does not make the state after update t finite.
+    return new, {"loss": loss, "grad_norm": optax.tree_utils.tree_norm(grads),
+                 "update_norm": optax.tree_utils.tree_norm(updates), **aux}
+
+  return jax.jit(step, in_shardings=(state_shardings, parallel.data_sharded(mesh)),
+                 out_shardings=(state_shardings, parallel.replicated(mesh)), donate_argnums=(0,))
+
+
+def make_predict_fn(model, normalize):
+  """Jitted (params, batch_stats, a, b) -> change-class probabilities BxHxWxK (float32)."""
+  @jax.jit
+  def predict(params, batch_stats, a, b):
+    out, _ = apply_model(model, params, batch_stats, normalize(a), normalize(b), train=False)
+    return jax.nn.softmax(out["logits"].astype(jnp.float32), axis=-1)
+  return predict
+
+
+def make_eval_step(model, normalize, num_classes: int, ignore_label: int, mesh):
+  def step(params, batch_stats, batch):
+    out, _ = apply_model(model, params, batch_stats, normalize(batch["image_a"]),
+                         normalize(batch["image_b"]), train=False)
+    pred = jnp.argmax(out["logits"], axis=-1)
+    return metrics_lib.confusion_matrix(pred, batch["label"], num_classes, ignore_label,
+                                        valid=batch["valid"][:, None, None])
+  return jax.jit(step, out_shardings=parallel.replicated(mesh))
+
+
+def evaluate(eval_step: Callable, params, batch_stats, source, config, mesh,
+             desc: str = "eval", num_classes: int | None = None) -> dict:
+  """Metrics of (params, batch_stats) over a whole split, every example counted once."""
+  parallel.check_batch_size(config.input.eval_batch_size, "input.eval_batch_size")
+  ds = pipeline.eval_dataset(source, global_batch_size=config.input.eval_batch_size,
+                             process_index=jax.process_index(), process_count=jax.process_count())
+  acc = metrics_lib.ConfusionAccumulator(num_classes or config.model.num_classes)
+  n_batches = math.ceil(len(source) / config.input.eval_batch_size)
+  bar = writers.progress(config, n_batches, 0, desc, leave=False)
+  for batch in ds:
+    gb = parallel.to_global(batch, mesh)
+    cm = eval_step(params, batch_stats, gb)
+    acc.add(cm, int(np.prod(gb["label"].shape)))
+    bar.update(1)
+  bar.close()
+  return metrics_lib.metrics_from_confusion(acc.result())
