@@ -3,11 +3,11 @@
   python -m jaxcd.train --config configs/cva.py --workdir runs/cva
 
 Nothing is trained: every val and test pair is predicted and scored (about 5 s on 2 CPU cores).
-Expect test F1 0.24 (precision 0.15, recall 0.67, kappa 0.16) on the embedded synthetic data:
-seasonal colours, shadows, cloud shadows and misregistration fool it, while FC-Siam-diff
-(configs/fc_siam_diff.py) reaches F1 0.84 on the same pairs. Without the per-image
-standardisation (--config.cva.normalise=False) test F1 is 0.20. Other data, e.g.:
+Expect test F1 0.24 on the embedded synthetic data: seasonal colours, shadows, cloud shadows and
+misregistration fool it (FC-Siam-diff, configs/fc_siam_diff.py: F1 0.84 on the same pairs).
+Without the per-image standardisation: --config.cva.normalise=False. Other data, e.g.:
   --config.data.name=levir_cd --config.data.data_dir=/data/LEVIR-CD
+Tables: docs/results.md#fc-siam-diff-and-cva
 """
 import ml_collections
 

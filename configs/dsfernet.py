@@ -2,15 +2,16 @@
 
   python -m jaxcd.train --config configs/dsfernet.py --workdir runs/dsfernet
 
-No download: 64x64 synthetic pairs generated on the fly, VGG16 from random initialisation (no
-ImageNet weights exist offline; pass --config.init.backbone=/path/vgg16-397923af.pth if you have
-them). The official model's (C,H,W) LayerNorms are built for `model.input_size` (64 here, 256 in
-the paper's configs). Loss, optimiser and schedule follow the paper (class-weighted CE + lam *
-Dice deep supervision; Adam, weight decay 1e-5, linear decay to 0); the learning rate, class
-weights, batch and step count are sized for 2 CPU cores. Measured on 2 CPU cores (quiet), 8 min
-48 s wall including compilation and evaluations: test F1 0.801, IoU 0.668, precision 0.790,
-recall 0.812, kappa 0.789 (val F1 0.477/0.722/0.759/0.795 at steps 100/200/300/400).
+No download: 64x64 synthetic pairs, VGG16 from random initialisation (pass
+--config.init.backbone=/path/vgg16-397923af.pth if you have ImageNet weights). The official
+model's (C,H,W) LayerNorms are built for `model.input_size` (64 here, 256 in the paper's
+configs). Loss, optimiser and schedule follow the paper (class-weighted CE + lam * Dice deep
+supervision; Adam, weight decay 1e-5, linear decay to 0); the learning rate, class weights,
+batch and step count are sized for 2 CPU cores.
+Time: 8 min 48 s on 2 quiet CPU cores, compilation and evaluations included.
+Expect: test F1 0.801, IoU 0.668.
 The paper's datasets: configs/dsfernet_levir.py, dsfernet_whu.py, dsfernet_cdd.py.
+Tables: docs/results.md#dsfer-net
 """
 from jaxcd.config_base import base_config
 
@@ -28,8 +29,7 @@ def get_config():
 
   c.loss.name = "dsfernet"  # jaxcd.losses.dsfernet_loss: weighted CE + lam * 0.5 * (Dice4 + Dice5)
   # The paper weights classes by inverse frequency (~1.06, 17 for the ~6% changed pixels here);
-  # in 400 steps that trades precision for recall (weights 1:5 gave val precision 0.49, recall
-  # 0.88 at step 200): a mild 1:2 gives the better F1.
+  # in 400 steps that trades precision for recall: a mild 1:2 gives the better F1.
   c.loss.class_weights = (1.0, 2.0)
   c.loss.lam = 0.1  # Dice deep-supervision weight (paper's LEVIR-CD value)
 
@@ -42,7 +42,7 @@ def get_config():
   c.optim.weight_decay = 1e-5  # torch-style L2, as the paper's Adam(weight_decay=1e-5)
   c.optim.schedule = "linear"  # paper: linear decay to 0; the official code: "poly" (power 0.9)
 
-  c.num_steps = 400  # ~1.7 s per step on 2 quiet cores
+  c.num_steps = 400  # sized for 2 CPU cores
   c.eval_every = 100
   c.checkpoint_every = 100
   c.log_every = 20

@@ -4,14 +4,13 @@
       --config.data.data_dir=/data/CDD --config.init.backbone=/weights/vgg16-397923af.pth
 
 Data: `subset/{train,val,test}/{A,B,OUT}`, 256x256, 10000/2998/3000 pairs. As
-configs/dsfernet_levir.py except lr 1e-4 (paper and code agree for CDD).
-Expect (paper Table I, CDD): P 93.70, R 96.69, F1 95.17, OA 98.84, IoU 90.79.
-
-Paper vs official code (defaults = paper): schedule linear (code --config.optim.schedule=poly,
-stop at 15k); lam 1 (paper Table V best; code help string 0.1: --config.loss.lam=0.1); RGB order
-(the code feeds BGR with these statistics reversed: --config.data.band_order="(2,1,0)"
---config.data.mean="(103.5061,113.4304,105.4610)" --config.data.std="(61.7836,64.5690,60.5640)",
-what its checkpoints expect).
+configs/dsfernet_levir.py except lr 1e-4 (paper and code agree for CDD) and lam 1.
+Time: a GPU config, not run (the estimate of configs/dsfernet_levir.py).
+Expect (paper Table I, CDD): F1 95.17, IoU 90.79.
+Official code: --config.optim.schedule=poly (stop at 15k) --config.loss.lam=0.1; BGR for its
+checkpoints: --config.data.band_order="(2,1,0)"
+--config.data.mean="(103.5061,113.4304,105.4610)" --config.data.std="(61.7836,64.5690,60.5640)"
+Tables: docs/results.md#dsfer-net-paper
 """
 from jaxcd.config_base import sibling
 

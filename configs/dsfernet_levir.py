@@ -3,26 +3,15 @@
   python -m jaxcd.train --config configs/dsfernet_levir.py --workdir runs/dsfernet_levir \
       --config.data.data_dir=/data/LEVIR-CD --config.init.backbone=/weights/vgg16-397923af.pth
 
-Data: 256x256 tiles (1024x1024 originals tiled on access, or the pre-tiled LEVIR-CD256 layout),
-7120/1024/2048 pairs, no augmentation. The paper's VGG16 is ImageNet-pretrained: pass a local
-torchvision `vgg16-*.pth` (or .safetensors/.npz) with --config.init.backbone (no download).
-Schedule: batch 32, Adam lr 1e-5, weight decay 1e-5, linear decay to 0 over 30,000 iterations,
-validation every 500 keeping the best val F1, then the test split. Time: 30k steps of ~0.45 PFLOP
-each (about 150 GFLOP forward per pair); roughly 1-3 h on one A100/H100 in bfloat16
-(--config.dtype=bfloat16) by that FLOP count, not measured; impractical on CPU.
-Expect (paper Table I, LEVIR-CD): P 89.42, R 92.15, F1 90.76, OA 99.04, IoU 83.09.
-
-Paper vs official code (github ShizhenChang/Dsfer-Net, Train.py); paper values are the defaults:
-  learning rate   paper 1e-5           code --config.optim.lr=5e-5
-  schedule        paper linear         code --config.optim.schedule=poly (power 0.9, optim.poly_power)
-  stop            paper 30k            code stops at 15k of its 30k poly schedule: --config.num_steps=15000
-                                       decays over 15k instead (jaxcd has no separate decay horizon)
-  lam             paper 0.1 (Table V)  code help string 0.01: --config.loss.lam=0.01
-  bands           paper/jaxcd RGB, with the per-dataset mean/std below in RGB order. The code
-                  reads BGR (cv2) with the same statistics in BGR order, and its checkpoints
-                  (`python -m jaxcd.convert`) expect that: --config.data.band_order="(2,1,0)"
-                  --config.data.mean="(85.4457,100.0701,101.4625)"
-                  --config.data.std="(44.1588,47.9116,50.1835)"
+256x256 tiles, 7120/1024/2048 pairs, no augmentation; ImageNet VGG16 from a local torchvision
+file (no download); batch 32, Adam 1e-5, weight decay 1e-5, linear decay over 30,000 steps.
+Time: a GPU config, not run (roughly 1-3 h on one A100/H100 in bfloat16 by FLOP count).
+Expect (paper Table I, LEVIR-CD): F1 90.76, IoU 83.09.
+Official code (ShizhenChang/Dsfer-Net, Train.py): --config.optim.lr=5e-5 --config.loss.lam=0.01
+--config.optim.schedule=poly --config.num_steps=15000 (it stops at 15k of a 30k decay; jaxcd
+then decays over 15k). Its checkpoints (`python -m jaxcd.convert`) expect BGR: band_order
+"(2,1,0)", mean "(85.4457,100.0701,101.4625)", std "(44.1588,47.9116,50.1835)" (--config.data.*).
+Tables: docs/results.md#dsfer-net-paper
 """
 from jaxcd.config_base import on_dataset, sibling
 

@@ -5,14 +5,13 @@
 
 Data: the 2012/2016 pair cut into non-overlapping 256x256 tiles, random 6:1:3 split with a fixed
 seed (4572/762/2286 in the paper). Everything else as configs/dsfernet_levir.py (batch 32, Adam
-lr 1e-5, weight decay 1e-5, linear decay over 30k, validation every 500, same time estimate).
-Expect (paper Table I, WHU-CD): P 94.17, R 91.04, F1 92.58, OA 99.46, IoU 86.18.
-
-Paper vs official code (defaults = paper): lr 1e-5 (code --config.optim.lr=5e-5); schedule linear
-(code --config.optim.schedule=poly, stop at 15k); lam 0.01 (paper Table V best; code help string
-1: --config.loss.lam=1); RGB order (the code feeds BGR with these statistics reversed:
---config.data.band_order="(2,1,0)" --config.data.mean="(107.9191,118.1207,123.3417)"
---config.data.std="(51.0839,47.8814,49.5432)", what its checkpoints expect).
+lr 1e-5, weight decay 1e-5, linear decay over 30k, validation every 500).
+Time: a GPU config, not run (the estimate of configs/dsfernet_levir.py).
+Expect (paper Table I, WHU-CD): F1 92.58, IoU 86.18.
+Official code: --config.optim.lr=5e-5 --config.optim.schedule=poly (stop at 15k)
+--config.loss.lam=1; BGR for its checkpoints: --config.data.band_order="(2,1,0)"
+--config.data.mean="(107.9191,118.1207,123.3417)" --config.data.std="(51.0839,47.8814,49.5432)"
+Tables: docs/results.md#dsfer-net-paper
 """
 from jaxcd.config_base import sibling
 

@@ -5,7 +5,8 @@ Dsfer-Net paper, on the embedded synthetic scenes (1,103,874 parameters; paper: 
 
 Same data, schedule and optimiser as the FC-Siam-diff demo (configs/fc_siam_diff.py): Adam 1e-3,
 poly decay, 1200 steps of 16 pairs at 64x64; a few minutes on 2 CPU cores (not timed here).
-Paper Table I (LEVIR-CD / WHU-CD / CDD F1): 86.11 / 87.20 / 90.02; IoU 75.61 / 77.31 / 81.86.
+Expect (paper, Dsfer-Net Table I, LEVIR-CD / WHU-CD / CDD): F1 86.11 / 87.20 / 90.02.
+Tables: docs/results.md#dsfer-net-paper
 """
 from jaxcd.config_base import sibling
 

@@ -2,9 +2,10 @@
 
   python -m jaxcd.train --config configs/fc_siam_diff.py --workdir runs/demo
 
-No download: the data is generated on the fly. Expect test F1 ~0.8+ on 2 CPU cores in a few
-minutes (README results table has the measured figure). Other data, e.g.:
+No download: the data is generated on the fly. Time: 7 min 46 s on 2 CPU cores for install +
+training + evaluation. Expect: test F1 0.843, IoU 0.729. Other data, e.g.:
   --config.data.name=levir_cd --config.data.data_dir=/data/LEVIR-CD --config.input.batch_size=16
+Tables: docs/results.md#fc-siam-diff-and-cva
 """
 from jaxcd.config_base import base_config
 

@@ -5,20 +5,13 @@
       --fractions 10,20,40,100 --out runs/rcl_table2     # Sup. only and RCL, the Table II layout
 
 Data: the 13 pairs cut into 3x4 overlapping 256x256 tiles, unchanged tiles dropped, seeded
-99/12/12 split (jaxcd/data/sources.py `sztaki`; the paper reports 98/12/12). Network: the
-RCR/RCL network (dilated deep-stem ResNet-50 + PSP, 46.85 M parameters). Optimiser of the
-official code: SGD momentum 0.9, weight decay 1e-4, lr 1e-2 with the backbone at 1e-3, poly 0.9;
-batch 8 (stage 2: 4 labeled + 4 unlabeled); lambda 1; 50% reliable; 100 epochs per stage (the
-code's default; the paper gives 80 only for WHU and LEVIR). The paper starts both stages from
-ImageNet weights (SemiCD's 3x3resnet50-imagenet.pth): set --config.init.backbone=FILE where
-jaxcd.convert supports model "rcr"; random initialisation otherwise, which costs accuracy on
-98 tiles.
-
-Paper, Table II (test IoU of the change class, %), labeled 10 / 20 / 40 / 100%:
-  Sup. only  9.85 / 28.11 / 30.43 / 39.78
-  Ours. pre  12.37 / 29.56 / 32.72 / 41.25   (stage 1: CE + L_ct)
-  Ours       12.68 / 32.57 / 34.38 / -       (stage 2; at 100% nothing is unlabeled)
-Time: not measured here (needs a GPU: ~75 GMAC per pair and 2 pairs per example).
+99/12/12 split (paper: 98/12/12). RCR/RCL network (46.85 M parameters); the official code's SGD
+(momentum 0.9, weight decay 1e-4, lr 1e-2, backbone 1e-3, poly 0.9); batch 8 (stage 2: 4 + 4);
+lambda 1; 50% reliable; 100 epochs per stage. The paper starts both stages from ImageNet weights
+(--config.init.backbone=FILE, SemiCD's 3x3resnet50-imagenet.pth; random init costs accuracy).
+Time: a GPU config, not run here (~75 GMAC per pair and 2 pairs per example).
+Expect (paper Table II, 10% labeled): test IoU 12.68 (Sup. only 9.85).
+Tables: docs/results.md#rcl-paper (reduced CPU schedule: configs/rcl_sztaki_cpu.py)
 """
 from jaxcd.config_base import on_dataset, sibling
 
@@ -48,7 +41,7 @@ def get_config():
   c.rcl.stage2_init = "reinit"  # paper: stage 2 restarts from the (ImageNet) initialisation
   c.rcl.stage1_steps = 0  # lengths from epochs
   c.rcl.stage2_steps = 0
-  c.rcl.stage1_epochs = 100.0
+  c.rcl.stage1_epochs = 100.0  # the code's default; the paper gives 80 only for WHU and LEVIR-CD
   c.rcl.stage2_epochs = 100.0
   c.rcl.evals_per_stage = 50
   c.rcl.paper_table = "II"

@@ -9,11 +9,9 @@ use ALL the training tiles of `rcl.unlabeled_data` (WHU-CD, 256x256) as the unla
 unlabeled SZTAKI rest is not used), so even 100% labeled runs stage 2. The paper used 7120 WHU
 pairs. Validation and test stay on SZTAKI; both datasets are normalised with the same (ImageNet)
 statistics. Settings otherwise as configs/rcl_sztaki.py.
-
-Paper, Table VI (SZTAKI test IoU, %), labeled 10 / 20 / 40 / 100%:
-  Sup. only                   9.85 / 28.11 / 30.43 / 39.78
-  Ours, SZTAKI unlabeled     12.68 / 32.57 / 34.38 / 41.25
-  Ours + ext (WHU unlabeled) 16.66 / 34.42 / 38.75 / 44.54
+Time: a GPU config, not run here.
+Expect (paper Table VI, 10% labeled): SZTAKI test IoU 16.66 (SZTAKI unlabeled only: 12.68).
+Tables: docs/results.md#rcl-paper
 """
 import ml_collections
 
