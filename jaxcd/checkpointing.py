@@ -120,6 +120,18 @@ def _restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any):
   return out["state"], out["meta"], step
 
 
+def latest_step(workdir: str) -> int | None:
+  """The newest committed step of WORKDIR/checkpoints, read without creating anything."""
+  directory = os.path.join(workdir, LATEST)
+  if not os.path.isdir(directory):
+    return None
+  mngr = _manager(directory, 1, read_only=True)
+  try:
+    return mngr.latest_step()
+  finally:
+    mngr.close()
+
+
 def restore_for_inference(workdir: str, abstract_state: Any, prefer: str = BEST):
   """(state, meta, step, which) from the best checkpoint, falling back to the latest one."""
   if not os.path.isdir(workdir):

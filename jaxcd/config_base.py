@@ -8,7 +8,7 @@ import ml_collections
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
-  c.method = "supervised"  # module in jaxcd/methods/ whose train_and_evaluate() runs the job
+  c.method = "supervised"  # jaxcd/methods/<method>.py: its METHOD plugs into jaxcd.trainer
   c.seed = 0  # seeds parameters, shuffling and augmentation
 
   c.data = ml_collections.ConfigDict()

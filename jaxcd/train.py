@@ -7,6 +7,7 @@ from absl import app
 
 from jaxcd import cli, parallel, trainer
 
+
 def main(argv):
   del argv
   config = cli.flags.FLAGS.config

@@ -145,7 +145,7 @@ def train_and_evaluate(config, workdir: str, method: Method | None = None) -> di
                           "the method's stage lengths must give >= 1)")
     first = 0  # the last stage with a checkpoint: the ones before it are complete
     for i, stage in enumerate(stages):
-      if checkpointer(config, workdir, stage).latest_step() is not None:
+      if checkpointing.latest_step(os.path.join(workdir, stage.directory)) is not None:
         first = i
     for i, stage in enumerate(stages):
       if i >= first:

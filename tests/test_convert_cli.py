@@ -153,6 +153,7 @@ def test_npz_checkpoint_without_torch(tmp_path):
   assert m["pairs"] == 3 and 0.0 <= m["oa"] <= 1.0
 
 
+@pytest.mark.slow  # several command-line runs
 def test_cli_errors_are_one_line(tmp_path):
   _npz_state_dict(tmp_path / "w.npz")
   proc = _convert(tmp_path / "w.npz", tmp_path / "run", "--config.model.input_size=128", check=False)

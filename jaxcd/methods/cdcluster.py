@@ -266,10 +266,6 @@ class CDCluster(base.Method):
     self.count_step = make_count_step(run.inference.logits, self.k, ignore, run.mesh)
     return [base.Stage("train", int(c.num_steps), eval_every=int(c.eval_every))]
 
-  def init_state(self, run, stage, tx):
-    self.reinit = None  # built for this state's shardings in `start`
-    return super().init_state(run, stage, tx)
-
   def data(self, run: base.Run, stage: base.Stage, cluster_step: int | None = None):
     c = self.config
     if cluster_step is None:
@@ -303,7 +299,7 @@ class CDCluster(base.Method):
       self.cluster(run, loop, 0)  # no warm-up: cluster the randomly initialised network
 
   def optimizer(self, run, stage):
-    self.tx, sched = super().optimizer(run, stage)
+    self.tx, sched = super().optimizer(run, stage)  # `reinit` resets the head's moments with it
     return self.tx, sched
 
   def eval_now(self, stage, step: int) -> bool:

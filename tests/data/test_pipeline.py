@@ -129,7 +129,7 @@ def test_each_process_reads_only_its_own_examples():
       assert src.reads == block
 
 
-@pytest.mark.parametrize("worker_count", [0, 2])
+@pytest.mark.parametrize("worker_count", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_iterator_state_round_trip(worker_count):
   src = ArraySource(10)
   kw = dict(global_batch_size=4, seed=1, augment="strong", crop_size=40, worker_count=worker_count)
@@ -151,6 +151,7 @@ def test_iterator_state_round_trip(worker_count):
       i.close()
 
 
+@pytest.mark.slow  # starts worker processes
 def test_worker_processes_give_the_same_batches():
   src = ArraySource(10)
   kw = dict(global_batch_size=2, seed=2, augment="flip_rot_crop", crop_size=32)

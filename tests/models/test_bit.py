@@ -135,6 +135,7 @@ def _bit_config(backbone: str, name: str = "bit") -> ml_collections.ConfigDict:
   return c
 
 
+@pytest.mark.slow
 def test_init_backbone_loads_torchvision_resnet18_into_bit(tmp_path):
   sd = _torchvision_resnet18_state_dict()
   path = tmp_path / "resnet18-test.npz"

@@ -3,6 +3,7 @@ even and odd sizes, BatchNorm statistics in training, bfloat16."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxcd.models import get_model
 from jaxcd.models.layers import count_params
@@ -70,6 +71,7 @@ def test_shapes_even_and_odd_and_train_mode_updates_stats():
   assert not np.allclose(model.apply(v, a, b)["logits"], swapped)
 
 
+@pytest.mark.slow  # bfloat16 is also covered by the Dsfer-Net and RCR tests
 def test_bfloat16_compute_keeps_float32_params_and_outputs():
   model = get_model("fc_ef_res", dtype=jnp.bfloat16)
   a = jnp.ones((1, 32, 32, 3), jnp.float32)

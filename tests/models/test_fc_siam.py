@@ -150,6 +150,7 @@ def test_siamese_encoder_is_shared():
   assert float(jnp.max(jnp.abs(ef_ab - ef_ba))) > 1e-3
 
 
+@pytest.mark.slow  # bfloat16 is also covered by the Dsfer-Net and RCR tests
 @pytest.mark.parametrize("name", MODELS)
 def test_bfloat16_compute_float32_logits(initialized, name):
   _, variables = initialized[name]
