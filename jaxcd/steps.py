@@ -1,7 +1,6 @@
 """The jitted steps every method composes: the sharded train step, the evaluation step
 (a confusion matrix per batch) and the pass of an evaluation step over a whole split."""
-import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -55,17 +54,21 @@ def make_eval_step(model, normalize, num_classes: int, ignore_label: int, mesh):
   return jax.jit(step, out_shardings=parallel.replicated(mesh))
 
 
+def eval_batches(config, source, mesh) -> Iterator[dict[str, jax.Array]]:
+  """Global evaluation batches of `source` (every pair once, padded; see `pipeline.eval_dataset`)."""
+  ds = pipeline.eval_dataset(source, global_batch_size=config.input.eval_batch_size,
+                             process_index=jax.process_index(), process_count=jax.process_count())
+  return (parallel.to_global(b, mesh) for b in ds)
+
+
 def evaluate(eval_step: Callable, params, batch_stats, source, config, mesh,
              desc: str = "eval", num_classes: int | None = None) -> dict:
   """Metrics of (params, batch_stats) over a whole split, every example counted once."""
   parallel.check_batch_size(config.input.eval_batch_size, "input.eval_batch_size")
-  ds = pipeline.eval_dataset(source, global_batch_size=config.input.eval_batch_size,
-                             process_index=jax.process_index(), process_count=jax.process_count())
   acc = metrics_lib.ConfusionAccumulator(num_classes or config.model.num_classes)
-  n_batches = math.ceil(len(source) / config.input.eval_batch_size)
+  n_batches = pipeline.eval_num_batches(len(source), config.input.eval_batch_size)
   bar = writers.progress(config, n_batches, 0, desc, leave=False)
-  for batch in ds:
-    gb = parallel.to_global(batch, mesh)
+  for gb in eval_batches(config, source, mesh):
     cm = eval_step(params, batch_stats, gb)
     acc.add(cm, int(np.prod(gb["label"].shape)))
     bar.update(1)

@@ -285,13 +285,6 @@ def train_stream(config, source, batch_size: int, seed: int, augment: Any = None
       worker_count=i.worker_count, prefetch=i.prefetch))
 
 
-def eval_batches(config, source, mesh) -> Iterator[dict[str, jax.Array]]:
-  """Global evaluation batches of `source` (every pair once, padded; see `pipeline.eval_dataset`)."""
-  ds = pipeline.eval_dataset(source, global_batch_size=config.input.eval_batch_size,
-                             process_index=jax.process_index(), process_count=jax.process_count())
-  return (parallel.to_global(b, mesh) for b in ds)
-
-
 def eval_every_auto(config, steps: int, per_stage: int) -> int:
   """`config.eval_every` if > 0, else `per_stage` evaluations spread over `steps`."""
   if config.eval_every > 0:

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcd import clustering, metrics as metrics_lib, parallel
+from jaxcd import clustering, metrics as metrics_lib, parallel, steps
 from jaxcd.data import pipeline
 from jaxcd.data.pipeline import Subset
 from jaxcd.errors import ConfigError, DataError
@@ -314,7 +314,7 @@ class CDCluster(base.Method):
       return {}
     # Refit the map from the network's current predictions on the labeled warm-up tiles.
     counts = np.zeros((self.k, 2), np.int64)
-    for b in base.eval_batches(self.config, Subset(run.train_src, self.lab_idx), run.mesh):
+    for b in steps.eval_batches(self.config, Subset(run.train_src, self.lab_idx), run.mesh):
       counts += np.asarray(jax.device_get(
           self.count_step(loop.state.params, loop.state.batch_stats, b)), np.int64)
     cmap = change_map_from_counts(counts, self.config.cdcluster.change_rule)
@@ -347,14 +347,14 @@ class CDCluster(base.Method):
     h, w = run.train_src[0]["label"].shape  # the feature pass sees whole (uncropped) pairs
     ppi = clustering.pixels_per_image_for(cc.max_samples, len(pick), h, w)
     x = clustering.sample_features(
-        self.feature_fn, variables, base.eval_batches(c, Subset(run.train_src, pick), run.mesh),
+        self.feature_fn, variables, steps.eval_batches(c, Subset(run.train_src, pick), run.mesh),
         max_samples=cc.max_samples, pixels_per_image=ppi, rng=rng)
     prep = clustering.Preprocess.fit(x, pca_dim=cc.pca_dim, l2=cc.l2)
     fit = clustering.fit_clusters(prep.apply(x), k, c.seed + step, niter=cc.kmeans_iters,
                                   min_size=cc.min_cluster_size or None,
                                   num_threads=cc.faiss_threads or None)
     labels = clustering.assign(self.feature_fn, variables, prep, fit.centroids,
-                               base.eval_batches(c, run.train_src, run.mesh), n)
+                               steps.eval_batches(c, run.train_src, run.mesh), n)
     counts = cluster_change_counts(labels[self.lab_idx], self.lab_labels, k, c.loss.ignore_label)
     cmap = change_map_from_counts(counts, cc.change_rule)
     nmi_prev = None if self.labels is None else metrics_lib.nmi(self.labels, labels)
