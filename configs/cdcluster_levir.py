@@ -14,17 +14,12 @@ Tables: docs/results.md#cdcluster-paper
 """
 import ml_collections
 
-from jaxcd.config_base import sibling
+from jaxcd.config_base import on_dataset, sibling
 
 
 def get_config() -> ml_collections.ConfigDict:
   c = sibling(__file__, "cdcluster")
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "levir_cd"
-  c.data.data_dir = ""  # set on the command line: the LEVIR-CD root (train|val|test/{A,B,label})
-  c.data.num_bands = 3
-  c.data.mean = (127.5, 127.5, 127.5)
-  c.data.std = (127.5, 127.5, 127.5)
+  on_dataset(c, "levir_cd", "")  # set data_dir on the command line: the LEVIR-CD root
   c.input.batch_size = 8
   c.input.eval_batch_size = 8
   steps_per_epoch = 7120 // 8

@@ -14,18 +14,12 @@ Tables: docs/results.md#cdcluster-warm-up-fraction-on-sztaki
 """
 import ml_collections
 
-from jaxcd.config_base import sibling
+from jaxcd.config_base import on_dataset, sibling
 
 
 def get_config() -> ml_collections.ConfigDict:
   c = sibling(__file__, "cdcluster")
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "sztaki"
-  c.data.data_dir = "../shared/data/SZTAKI_AirChange"
-  c.data.num_bands = 3
-  c.data.band_order = ()
-  c.data.mean = (127.5, 127.5, 127.5)
-  c.data.std = (127.5, 127.5, 127.5)
+  on_dataset(c, "sztaki", "../shared/data/SZTAKI_AirChange")
   c.input.batch_size = 8
   c.input.eval_batch_size = 12
   c.input.augment = "flip_rot_crop"

@@ -12,14 +12,12 @@ checkpoints: --config.data.band_order="(2,1,0)"
 --config.data.mean="(103.5061,113.4304,105.4610)" --config.data.std="(61.7836,64.5690,60.5640)"
 Tables: docs/results.md#dsfer-net-paper
 """
-from jaxcd.config_base import sibling
+from jaxcd.config_base import on_dataset, sibling
 
 
 def get_config():
   c = sibling(__file__, "dsfernet_levir")
-  c.data.name = "cdd"
-  del c.data["tile_size"]  # CDD comes pre-tiled
-  c.data.data_dir = ""  # CDD root, or its `subset` folder
+  on_dataset(c, "cdd", "")  # CDD root, or its `subset` folder; it comes pre-tiled
   # Official statistics (CDDDataSet.py) reordered from BGR to RGB, 0-255 space.
   c.data.mean = (105.4610, 113.4304, 103.5061)
   c.data.std = (60.5640, 64.5690, 61.7836)

@@ -13,13 +13,12 @@ Official code: --config.optim.lr=5e-5 --config.optim.schedule=poly (stop at 15k)
 --config.data.mean="(107.9191,118.1207,123.3417)" --config.data.std="(51.0839,47.8814,49.5432)"
 Tables: docs/results.md#dsfer-net-paper
 """
-from jaxcd.config_base import sibling
+from jaxcd.config_base import on_dataset, sibling
 
 
 def get_config():
   c = sibling(__file__, "dsfernet_levir")
-  c.data.name = "whu_cd"
-  c.data.data_dir = ""  # WHU-CD root: the large pair (tiled on access) or pre-cut tiles
+  on_dataset(c, "whu_cd", "")  # WHU-CD root: the large pair (tiled on access) or pre-cut tiles
   # Official statistics (WHUDataSet.py) reordered from BGR to RGB, 0-255 space.
   c.data.mean = (123.3417, 118.1207, 107.9191)
   c.data.std = (49.5432, 47.8814, 51.0839)

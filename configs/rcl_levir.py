@@ -13,13 +13,12 @@ Time: a GPU config, not run here.
 Expect (paper Table IV, 5% labeled): test IoU 74.79 (Sup. only 61.0).
 Tables: docs/results.md#rcl-paper
 """
-from jaxcd.config_base import sibling
+from jaxcd.config_base import on_dataset, sibling
 
 
 def get_config():
   c = sibling(__file__, "rcl_sztaki")
-  c.data.name = "levir_cd"
-  c.data.data_dir = "data/LEVIR-CD256"
+  on_dataset(c, "levir_cd", "data/LEVIR-CD256")
   c.data.tile_size = 256
   c.input.eval_batch_size = 32
   c.rcl.label_fraction = 0.05

@@ -15,7 +15,7 @@ Tables: docs/results.md#rcl-paper
 """
 import ml_collections
 
-from jaxcd.config_base import sibling
+from jaxcd.config_base import declare_options, sibling
 
 
 def get_config():
@@ -26,6 +26,7 @@ def get_config():
       "tile_size": 256,
       "num_bands": 3,
   })
+  declare_options(c.rcl.unlabeled_data)
   c.rcl.unlabeled_split = "train"
   c.rcl.paper_table = "VI"
   return c

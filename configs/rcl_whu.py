@@ -13,13 +13,12 @@ Time: a GPU config, not run here (paper Table VII, 5%, one 1080Ti: Ours 6.0 h).
 Expect (paper Table III, 5% labeled): test IoU 79.32 (Sup. only 65.73).
 Tables: docs/results.md#rcl-paper
 """
-from jaxcd.config_base import sibling
+from jaxcd.config_base import on_dataset, sibling
 
 
 def get_config():
   c = sibling(__file__, "rcl_sztaki")
-  c.data.name = "whu_cd"
-  c.data.data_dir = "data/WHU-CD-256"  # SemiCD's WHU-CD-256 tiles + list/{train,val,test}.txt
+  on_dataset(c, "whu_cd", "data/WHU-CD-256")  # SemiCD's WHU-CD-256 tiles + list/*.txt
   c.data.tile_size = 256
   c.input.eval_batch_size = 27  # 189 = 7 x 27
   c.rcl.label_fraction = 0.05

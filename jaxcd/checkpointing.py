@@ -10,18 +10,37 @@ dict of host (numpy) arrays of method state too large for JSON, e.g. CDCluster's
 pseudo-labels (`save(..., extra=...)`, read back with `restore_extra`). Writes are atomic
 (orbax writes to a temporary directory and renames), so a run killed at any moment leaves the
 previous checkpoints valid.
+
+A checkpoint damaged afterwards (a truncated data file, garbled or zeroed metadata) is not the
+end of a run: every restore without an explicit step takes the newest checkpoint whose items all
+read back, and reports each one skipped in one warning line (its directory and the error).
+  resuming (`Checkpointer.restore`)  all four items of the step are read before any is applied;
+      a bad step is renamed aside to `<step>.corrupt` (kept for inspection, invisible to orbax,
+      so the resumed run saves that step again) and the previous one is used;
+  best (`restore_best`, `restore_for_inference`)  best/ keeps one checkpoint, so a corrupt best
+      falls back to the newest good latest one, with a warning (and the other way round for
+      `--checkpoint latest` when checkpoints/ has none left);
+  readers (`restore_for_inference`: evaluate, predict)  skip a bad step, changing nothing on disk.
+With nothing good left the result is one `DataError` line naming every checkpoint tried. An error
+in a checkpoint that reads back as saved (e.g. a config whose model does not fit it) is no
+corruption: it propagates and nothing is renamed.
 """
+import json
+import logging
 import os
-from typing import Any
+import sys
+from typing import Any, Sequence
 
 import grain
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxcd.errors import DataError
+from jaxcd.errors import DataError, one_line
 
 LATEST, BEST = "checkpoints", "best"
+_ITEMS = ("state", "meta", "extra", "data")  # what a resumed run needs of one step
+CORRUPT = ".corrupt"  # suffix of a checkpoint renamed aside
 
 
 def _manager(directory: str, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
@@ -48,6 +67,7 @@ class Checkpointer:
     self.workdir = workdir
     self.latest = _manager(os.path.join(workdir, LATEST), keep)
     self.best = _manager(os.path.join(workdir, BEST), 1)
+    self._extra: tuple | None = None  # (which, step, extra) of the last `restore`
 
   def save(self, step: int, state: Any, data: Any = None, meta: dict | None = None,
            best: bool = False, extra: dict[str, np.ndarray] | None = None) -> None:
@@ -67,17 +87,34 @@ class Checkpointer:
     return self.best.latest_step()
 
   def restore(self, abstract_state: Any, step: int | None = None, which: str = LATEST):
-    """(state, meta, step) of a checkpoint (the newest by default), or None if there is none."""
-    mngr = self.best if which == BEST else self.latest
-    step = mngr.latest_step() if step is None else step
+    """(state, meta, step) of a checkpoint, or None if there is none. By default the newest that
+    reads back whole (state, meta, extra and data), renaming corrupt ones aside; the `extra` read
+    with it is what `restore_extra(step)` then returns."""
+    mngr = self._manager(which)
     if step is None:
+      got = _first_good(self.workdir, [(which, mngr)], abstract_state, _ITEMS, quarantine=True)
+      if got is None:
+        return None
+      out, step, _ = got
+    else:
+      out = _load_step(mngr, step, abstract_state, _ITEMS)
+    self._extra = (which, step, out.get("extra"))
+    return out["state"], out["meta"], step
+
+  def restore_best(self, abstract_state: Any):
+    """(state, meta, step, which) of the best checkpoint, or of the newest good latest one if
+    best/ has none or only a corrupt one (renamed aside, with a warning). None if there is none."""
+    got = _first_good(self.workdir, [(BEST, self.best), (LATEST, self.latest)], abstract_state,
+                      ("state", "meta"), quarantine=True)
+    if got is None:
       return None
-    return _restore(mngr, step, abstract_state)
+    out, step, which = got
+    return out["state"], out["meta"], step, which
 
   def restore_data(self, step: int, iterator: Any) -> bool:
     """Sets `iterator` (a grain iterator or `pipeline.Streams`) to its state saved at `step`;
-    False if that checkpoint holds none."""
-    if "data" not in os.listdir(os.path.join(str(self.latest.directory), str(step))):
+    False if that checkpoint holds none. `restore` of that step has checked it reads back."""
+    if "data" not in os.listdir(_step_dir(self.latest, step)):
       return False
     self.latest.restore(step, args=ocp.args.Composite(
         data=grain.checkpoint.CheckpointRestore(iterator)))
@@ -85,9 +122,16 @@ class Checkpointer:
 
   def restore_extra(self, step: int | None = None, which: str = LATEST) -> dict | None:
     """The `extra` item of a checkpoint as a dict of numpy arrays (None if it has none)."""
-    mngr = self.best if which == BEST else self.latest
+    mngr = self._manager(which)
     step = mngr.latest_step() if step is None else step
-    return None if step is None else _restore_extra(mngr, step)
+    if step is None:
+      return None
+    if self._extra is not None and self._extra[:2] == (which, step):
+      return self._extra[2]
+    return _load_step(mngr, step, None, ("extra",)).get("extra")
+
+  def _manager(self, which: str) -> ocp.CheckpointManager:
+    return self.best if which == BEST else self.latest
 
   def close(self) -> None:
     self.latest.close()
@@ -103,21 +147,173 @@ def _save_args(state, data, meta, extra=None):
   return ocp.args.Composite(**items)
 
 
-def _restore_extra(mngr: ocp.CheckpointManager, step: int) -> dict | None:
-  if "extra" not in os.listdir(os.path.join(str(mngr.directory), str(step))):
-    return None
-  md = mngr.item_metadata(step)["extra"]
+class _Corrupt(Exception):
+  """A checkpoint that does not read back even as saved (missing, truncated or garbled files)."""
+
+
+class _Captured:
+  """Takes an iterator's place in grain's handler: receives the saved state instead of applying
+  it, so a step's data item is checked before anything of that step is applied."""
+  state: Any = None
+
+  def set_state(self, state: Any) -> None:
+    self.state = state
+
+  def start_prefetch(self) -> None:
+    pass
+
+
+def _step_dir(mngr: ocp.CheckpointManager, step: int) -> str:
+  return os.path.join(str(mngr.directory), str(step))
+
+
+def _host_target(mngr: ocp.CheckpointManager, step: int, item: str) -> Any:
+  """Zeros with an item's saved shapes and dtypes: it restores as numpy on any topology."""
+  md = mngr.item_metadata(step)[item]
   md = getattr(md, "tree", md)
-  # Restore as numpy with the saved shapes and dtypes, on any topology.
-  target = {k: np.zeros(v.shape, v.dtype) for k, v in md.items()}
-  out = mngr.restore(step, args=ocp.args.Composite(extra=ocp.args.StandardRestore(target)))
-  return {k: np.asarray(v) for k, v in out["extra"].items()}
+  return jax.tree_util.tree_map(lambda m: np.zeros(m.shape, m.dtype), md)
 
 
-def _restore(mngr: ocp.CheckpointManager, step: int, abstract_state: Any):
-  items = dict(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
-  out = mngr.restore(step, args=ocp.args.Composite(**items))
-  return out["state"], out["meta"], step
+_READ_DIRS: set[str] = set()  # checkpoint directories restored from in this process
+
+
+def _is_echo(exc: BaseException | None) -> bool:
+  """An error of a read of our checkpoints left behind by a failed restore (see below)."""
+  if exc is None:
+    return False
+  if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+    return True
+  return any(d in str(exc) or d in str(exc.__cause__) for d in _READ_DIRS)
+
+
+class _EchoFilter(logging.Filter):
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not _is_echo(record.exc_info[1] if record.exc_info else None)
+
+
+def _unraisable_hook(previous):
+  def hook(u):
+    if not _is_echo(u.exc_value):
+      previous(u)
+  hook.jaxcd = True
+  return hook
+
+
+def _silence_echoes(mngr: ocp.CheckpointManager) -> None:
+  """A restore that fails on one array leaves its sibling reads running after orbax's event loop
+  has closed: each later prints a traceback (as an unraisable exception or asyncio's `Task
+  exception was never retrieved`) for an error already reported in one line. Only those go."""
+  if not _READ_DIRS:
+    logging.getLogger("asyncio").addFilter(_EchoFilter())
+  _READ_DIRS.add(str(mngr.directory))
+  if not getattr(sys.unraisablehook, "jaxcd", False):
+    sys.unraisablehook = _unraisable_hook(sys.unraisablehook)
+
+
+def _read(mngr: ocp.CheckpointManager, step: int, abstract_state: Any,
+          items: Sequence[str]) -> dict:
+  """The `items` of one step (`extra` and `data` where it has them): `state` into
+  `abstract_state` (None: as saved, numpy), `extra` as numpy, `data` only checked."""
+  _silence_echoes(mngr)
+  present = os.listdir(_step_dir(mngr, step))
+  args = {}
+  if "state" in items:
+    target = _host_target(mngr, step, "state") if abstract_state is None else abstract_state
+    args["state"] = ocp.args.StandardRestore(target)
+  if "meta" in items:
+    args["meta"] = ocp.args.JsonRestore()
+  if "extra" in items and "extra" in present:
+    args["extra"] = ocp.args.StandardRestore(_host_target(mngr, step, "extra"))
+  if "data" in items and "data" in present:
+    args["data"] = grain.checkpoint.CheckpointRestore(_Captured())
+  if not args:
+    return {}
+  out = dict(mngr.restore(step, args=ocp.args.Composite(**args)).items())
+  if "data" in out:
+    json.loads(out.pop("data").state)  # grain's iterators and `Streams` both save JSON
+  if "extra" in out:
+    out["extra"] = {k: np.asarray(v) for k, v in out["extra"].items()}
+  return out
+
+
+def _load(mngr: ocp.CheckpointManager, step: int, abstract_state: Any,
+          items: Sequence[str]) -> dict:
+  """`_read`, raising `_Corrupt` if the step does not read back as saved either; an error
+  restoring a sound checkpoint into `abstract_state` (e.g. another model) propagates."""
+  try:
+    return _read(mngr, step, abstract_state, items)
+  except Exception as e:  # noqa: BLE001 - orbax, tensorstore and json raise many kinds
+    if abstract_state is None:
+      raise _Corrupt(_describe(e)) from e
+    try:
+      _read(mngr, step, None, items)
+    except Exception as e2:  # noqa: BLE001
+      raise _Corrupt(_describe(e2)) from e2
+    raise
+
+
+def _load_step(mngr: ocp.CheckpointManager, step: int, abstract_state: Any,
+               items: Sequence[str]) -> dict:
+  """`_load` of a step asked for by number: no fallback, a corrupt one is a `DataError`."""
+  try:
+    return _load(mngr, step, abstract_state, items)
+  except _Corrupt as e:
+    raise DataError(f"corrupt checkpoint {_step_dir(mngr, step)}: {e}") from None
+
+
+def _describe(e: Exception) -> str:
+  msg = one_line(e)
+  return f"{type(e).__name__}: {msg[:300] + ' ...' if len(msg) > 300 else msg}"
+
+
+def _newest_good(mngr: ocp.CheckpointManager, abstract_state: Any, items: Sequence[str],
+                 quarantine: bool, problems: list[tuple[str, str]]):
+  """(items, step) of the newest step that reads back, or None. Each bad one gets one warning
+  line and an entry (path, error) in `problems`; with `quarantine` it is renamed aside first."""
+  for step in sorted(mngr.all_steps(), reverse=True):
+    try:
+      return _load(mngr, step, abstract_state, items), step
+    except _Corrupt as e:
+      path = _step_dir(mngr, step)
+      if quarantine:
+        done = f"renamed to {os.path.basename(_set_aside(mngr, path))}"
+      else:
+        done = "skipped"
+      logging.warning("corrupt checkpoint %s (%s): %s", path, e, done)
+      problems.append((path, str(e)))
+  return None
+
+
+def _set_aside(mngr: ocp.CheckpointManager, path: str) -> str:
+  """Renames a corrupt step to `<step>.corrupt[.n]`: kept for inspection, but out of orbax's sight,
+  so it no longer counts as committed and a later save of that step is not skipped."""
+  aside, n = path + CORRUPT, 1
+  while os.path.exists(aside):
+    aside, n = f"{path}{CORRUPT}.{n}", n + 1
+  if jax.process_index() == 0:
+    os.rename(path, aside)
+  if jax.process_count() > 1:
+    ocp.multihost.sync_global_processes(f"jaxcd_set_aside_{os.path.basename(path)}")
+  mngr.reload()
+  return aside
+
+
+def _first_good(workdir: str, managers: Sequence[tuple[str, ocp.CheckpointManager]],
+                abstract_state: Any, items: Sequence[str], quarantine: bool):
+  """(items, step, which) of the newest good step of the first manager that has one; None if
+  none has any step; a `DataError` naming each bad one if steps exist but none reads back."""
+  problems: list[tuple[str, str]] = []
+  for which, mngr in managers:
+    got = _newest_good(mngr, abstract_state, items, quarantine, problems)
+    if got is not None:
+      return (*got, which)
+  if problems:
+    names = ", ".join(os.path.relpath(p, workdir) for p, _ in problems)
+    done = ("renamed aside to <step>.corrupt, so a rerun starts afresh" if quarantine
+            else "left in place")
+    raise DataError(f"no checkpoint in {workdir} reads back: {names} corrupt ({done}); "
+                    f"{os.path.relpath(problems[0][0], workdir)}: {problems[0][1]}")
+  return None
 
 
 def latest_step(workdir: str) -> int | None:
@@ -133,21 +329,22 @@ def latest_step(workdir: str) -> int | None:
 
 
 def restore_for_inference(workdir: str, abstract_state: Any, prefer: str = BEST):
-  """(state, meta, step, which) from the best checkpoint, falling back to the latest one."""
+  """(state, meta, step, which) of the preferred checkpoint (best or latest), falling back to the
+  other kind; corrupt ones are skipped with a warning and left in place."""
   if not os.path.isdir(workdir):
     raise DataError(f"workdir {workdir} does not exist: train first (python -m jaxcd.train --config C --workdir {workdir})")
-  for which in (prefer, LATEST if prefer == BEST else BEST):
-    path = os.path.join(workdir, which)
-    if not os.path.isdir(path):
-      continue
-    mngr = _manager(path, 1, read_only=True)
-    step = mngr.latest_step()
-    if step is not None:
-      state, meta, step = _restore(mngr, step, abstract_state)
+  managers = [(which, _manager(os.path.join(workdir, which), 1, read_only=True))
+              for which in (prefer, LATEST if prefer == BEST else BEST)
+              if os.path.isdir(os.path.join(workdir, which))]
+  try:
+    got = _first_good(workdir, managers, abstract_state, ("state", "meta"), quarantine=False)
+  finally:
+    for _, mngr in managers:
       mngr.close()
-      return state, meta, step, which
-    mngr.close()
-  raise DataError(f"no checkpoint in {workdir} (looked in {BEST}/ and {LATEST}/)")
+  if got is None:
+    raise DataError(f"no checkpoint in {workdir} (looked in {BEST}/ and {LATEST}/)")
+  out, step, which = got
+  return out["state"], out["meta"], step, which
 
 
 def abstract_like(tree: Any) -> Any:

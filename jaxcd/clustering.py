@@ -27,7 +27,9 @@ import math
 import time
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
-import faiss
+# faiss's loader logs at INFO each SIMD build it tries and lacks (ModuleNotFoundError lines).
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+import faiss  # noqa: E402
 import jax
 import jax.numpy as jnp
 import numpy as np

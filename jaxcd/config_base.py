@@ -28,10 +28,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.num_train = 1000
   c.data.num_val = 100
   c.data.num_test = 200
+  declare_options(c.data)
 
   c.input = ml_collections.ConfigDict()
   c.input.batch_size = 16  # global batch (summed over processes and devices)
   c.input.eval_batch_size = 32
+  # Evaluation scores pairs larger than this window (and fixed-size models' inputs) with predict's
+  # blended sliding window; `eval_overlap` is capped at a quarter of the window.
+  c.input.eval_tile = 256
+  c.input.eval_overlap = 64
   # Joint A/B/label augmentation: "none" | "flip_rot" | "flip_rot_crop" | "flip_rot_scale_crop";
   # "strong" adds RCL's photometric perturbations and cutout (jaxcd/data/augment.py).
   c.input.augment = "flip_rot"
@@ -74,25 +79,63 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-SYNTHETIC_FIELDS = ("image_size", "num_train", "num_val", "num_test")
+def declare_options(data: ml_collections.ConfigDict) -> None:
+  """Adds every option source `data.name` declares (`jaxcd.data.source_options`) that `data`
+  lacks, with its typed default: each is then settable as `--config.data.X=...`, typed as
+  declared (so `label_encoding=1_2` stays a string)."""
+  from jaxcd.data import source_options
+  for key, default in source_options(data.name).items():
+    if key not in data:
+      data[key] = default
 
 
 def on_dataset(c: ml_collections.ConfigDict, name: str, data_dir: str = "") -> None:
-  """Points `c.data` at an on-disk source: sets name and data_dir, drops the synthetic-only
-  fields (so `--config.data.num_train=...` fails loudly instead of being ignored)."""
+  """Points `c.data` at source `name`: drops the options of the previous source that `name`
+  does not take (so `--config.data.num_train=...` fails loudly instead of being ignored), sets
+  data_dir and declares the new source's options. Pipeline fields (mean, std, band_order,
+  num_bands) are kept."""
+  from jaxcd.data import source_options
+  from jaxcd.data.registry import PIPELINE_FIELDS
+  keep = set(source_options(name)) | set(PIPELINE_FIELDS) | {"num_bands"}
+  for k in list(c.data.keys()):
+    if k not in keep:
+      del c.data[k]
   c.data.name = name
   c.data.data_dir = data_dir
-  for k in SYNTHETIC_FIELDS:
-    if k in c.data:
-      del c.data[k]
+  declare_options(c.data)
+
+
+def override_data(c: ml_collections.ConfigDict, items: list[tuple[str, str]]) -> None:
+  """Applies command-line `--config.data.KEY=TEXT` overrides: `name` first (through `on_dataset`,
+  so the new source's options exist and the old one's are gone), then each option typed as its
+  declared default. An option the source does not declare is a one-line ConfigError."""
+  from jaxcd.data import source_options
+  from jaxcd.data.registry import parse_option, unknown_option
+  with c.unlocked():
+    for key, text in items:
+      if key == "name" and text != c.data.name:
+        source_options(text)  # an unknown name fails here, naming config.data.name
+        on_dataset(c, text, c.data.data_dir)
+    for key, text in items:
+      flag = f"--config.data.{key}"
+      if key not in c.data:
+        declared = {k: c.data[k] for k in c.data}
+        raise unknown_option(c.data.name, key, declared, flag)
+      c.data[key] = parse_option(flag, text, c.data[key])
 
 
 def sibling(config_file: str, name: str, *args):
   """`get_config(*args)` of configs/<name>.py next to `config_file`: variants start from a base
   config file and override a few fields (config files are not a package)."""
+  import os
+  return load(os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py"), *args)
+
+
+def load(path: str, *args):
+  """`get_config(*args)` of the config file at `path`."""
   import importlib.util
   import os
-  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), f"{name}.py")
+  name = os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(f"jaxcd_config_{name}", path)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)

@@ -76,12 +76,12 @@ def convert_dsfernet_to_workdir(config, torch_ckpt: str | Path, workdir: str | P
 def _define_flags() -> None:
   # Defined only when run as a program, so that importing this module defines no flags.
   from absl import flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "Config the checkpoint is for (e.g. "
-                                  "configs/dsfernet_levir.py).", lock_config=True)
+
+  from jaxcd import cli
+  cli.define_config_flag("Config the checkpoint is for (e.g. configs/dsfernet_levir.py).")
   flags.DEFINE_string("torch", None, "Official checkpoint: .pth (needs torch), .safetensors or .npz.")
   flags.DEFINE_string("workdir", None, "Run directory to write the checkpoint into (empty or new).")
-  flags.mark_flags_as_required(["config", "torch", "workdir"])
+  flags.mark_flags_as_required(["torch", "workdir"])
 
 
 def main(argv: list[str]) -> None:
@@ -100,6 +100,6 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  from absl import app
+  from jaxcd import cli
   _define_flags()
-  app.run(main)
+  cli.run_app(main)

@@ -1,10 +1,12 @@
 """python -m jaxcd.evaluate --config C --workdir W [--split test] [--checkpoint best|latest]
 
-Metrics of a trained checkpoint on one split; prints them as a JSON last line.
+Metrics of a trained checkpoint on one split; prints them as a JSON last line. Pairs larger than
+the evaluation window (`jaxcd.sliding.eval_window`: `input.eval_tile`, 256) are scored through
+the sliding window of `jaxcd.predict`, so both give one change map for one pair.
 """
-from absl import app, flags
+from absl import flags
 
-from jaxcd import checkpointing, cli, parallel
+from jaxcd import checkpointing, cli, parallel, sliding
 from jaxcd.data import source_from_config
 from jaxcd.methods import get_method
 from jaxcd.state import sample_shape
@@ -15,9 +17,12 @@ def evaluate_workdir(config, workdir: str, split: str, checkpoint: str = "best")
   change map (e.g. CDCluster's cluster-to-change map)."""
   method = get_method(config)
   source = source_from_config(config.data, split)
+  shape = sample_shape(source, config)
+  fixed = sliding.fixed_input_size(config)
+  if fixed:  # its parameters are shaped by its input size, not by this split's images
+    shape = (1, fixed, fixed, shape[-1])
   predictor = method.load_predictor(
-      workdir, sample_shape(source, config),
-      checkpointing.BEST if checkpoint == "best" else checkpointing.LATEST)
+      workdir, shape, checkpointing.BEST if checkpoint == "best" else checkpointing.LATEST)
   res = predictor.evaluate(source, split)
   return {"split": split, **predictor.info, "pairs": len(source), **res}
 
@@ -36,4 +41,4 @@ if __name__ == "__main__":
   cli.define_config_flags(workdir_required=True)
   flags.DEFINE_string("split", "test", "Split to evaluate: train, val or test.")
   flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to load.")
-  app.run(main)
+  cli.run_app(main)

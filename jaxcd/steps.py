@@ -1,14 +1,15 @@
 """The jitted steps every method composes: the sharded train step, the evaluation step
 (a confusion matrix per batch) and the pass of an evaluation step over a whole split."""
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxcd import metrics as metrics_lib, parallel, writers
+from jaxcd import metrics as metrics_lib, parallel, sliding, writers
 from jaxcd.data import pipeline
+from jaxcd.errors import ConfigError
 from jaxcd.state import TrainState, apply_model
 
 
@@ -55,22 +56,56 @@ def make_eval_step(model, normalize, num_classes: int, ignore_label: int, mesh):
 
 
 def eval_batches(config, source, mesh) -> Iterator[dict[str, jax.Array]]:
-  """Global evaluation batches of `source` (every pair once, padded; see `pipeline.eval_dataset`)."""
+  """Global evaluation batches of `source` (every pair once, padded; see `pipeline.eval_dataset`):
+  a split smaller than `input.eval_batch_size` is padded only up to the device count."""
   ds = pipeline.eval_dataset(source, global_batch_size=config.input.eval_batch_size,
-                             process_index=jax.process_index(), process_count=jax.process_count())
+                             process_index=jax.process_index(), process_count=jax.process_count(),
+                             multiple=mesh.devices.size)
   return (parallel.to_global(b, mesh) for b in ds)
 
 
 def evaluate(eval_step: Callable, params, batch_stats, source, config, mesh,
-             desc: str = "eval", num_classes: int | None = None) -> dict:
-  """Metrics of (params, batch_stats) over a whole split, every example counted once."""
+             desc: str = "eval", num_classes: int | None = None,
+             score: Callable[[Any, Any], Any] | None = None) -> dict:
+  """Metrics of (params, batch_stats) over a whole split, every example counted once.
+
+  Pairs within the evaluation window (`sliding.eval_window`) go whole through `eval_step`, in
+  batches of pairs of one size. Larger ones (for a fixed-size model: any other size) are scored
+  as `jaxcd.predict` maps them: `score(a, b)` (the change score of these variables) over blended
+  sliding windows, change where > 0.5, so a large image never meets the device whole and both
+  tools count the same pixels alike.
+  """
   parallel.check_batch_size(config.input.eval_batch_size, "input.eval_batch_size")
-  acc = metrics_lib.ConfusionAccumulator(num_classes or config.model.num_classes)
-  n_batches = pipeline.eval_num_batches(len(source), config.input.eval_batch_size)
-  bar = writers.progress(config, n_batches, 0, desc, leave=False)
-  for gb in eval_batches(config, source, mesh):
-    cm = eval_step(params, batch_stats, gb)
-    acc.add(cm, int(np.prod(gb["label"].shape)))
-    bar.update(1)
+  k = num_classes or config.model.num_classes
+  acc = metrics_lib.ConfusionAccumulator(k)
+  window = sliding.eval_window(config)
+  whole, windowed = [], []
+  for (h, w), idx in pipeline.size_groups(source):
+    if window.needs_windows(h, w):
+      windowed += idx
+    else:
+      whole.append(source if len(idx) == len(source) else pipeline.Subset(source, idx))
+  if windowed and (score is None or k != 2):
+    raise ConfigError(f"{len(windowed)} evaluation pairs exceed the {window.tile}x{window.tile} "
+                      "evaluation window (config.input.eval_tile) and this evaluation has no "
+                      "binary change score to slide over them")
+  batch = config.input.eval_batch_size
+  total = sum(pipeline.eval_num_batches(len(s), batch) for s in whole) + len(windowed)
+  bar = writers.progress(config, total, 0, desc, leave=False)
+  for src in whole:
+    for gb in eval_batches(config, src, mesh):
+      acc.add(eval_step(params, batch_stats, gb), int(np.prod(gb["label"].shape)))
+      bar.update(1)
+  if windowed:
+    predict_fn = sliding.sharded_predict_fn(score, mesh)
+    ignore = int(config.loss.ignore_label)
+    for i in windowed:
+      rec = source[i]
+      prob_HxW = sliding.sliding_window_predict(predict_fn, rec["image_a"], rec["image_b"],
+                                                window.tile, window.overlap, batch,
+                                                fixed_size=window.fixed)
+      acc.add(metrics_lib.confusion_matrix(prob_HxW > 0.5, rec["label"], 2, ignore),
+              rec["label"].size)
+      bar.update(1)
   bar.close()
   return metrics_lib.metrics_from_confusion(acc.result())

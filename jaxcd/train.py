@@ -3,7 +3,6 @@
 Trains with the config's method; resumes automatically from W's latest checkpoint; prints the
 final metrics of the best checkpoint as a JSON last line.
 """
-from absl import app
 
 from jaxcd import cli, parallel, trainer
 
@@ -29,4 +28,4 @@ def _summary(m: dict) -> dict:
 
 if __name__ == "__main__":
   cli.define_config_flags()  # here, not at import: importing jaxcd.train defines no flags
-  app.run(main)
+  cli.run_app(main)

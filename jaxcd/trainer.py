@@ -120,11 +120,29 @@ def make_run(config, workdir: str, method: Method) -> Run:
     return Run(config, workdir, mesh, None, None, None, None, (), writer, None)
   train_src = source_from_config(config.data, "train")
   val_src = source_from_config(config.data, "val")
+  preflight(config, train_src, val_src)
   model = state_lib.build_model(config)
   normalize = make_normalizer(config)
   return Run(config, workdir, mesh, model, normalize, train_src, val_src,
              state_lib.sample_shape(train_src, config), writer,
              ModelInference(method, model, normalize, mesh))
+
+
+def preflight(config, train_src, val_src) -> None:
+  """Checks before the first step what would otherwise fail mid-run (CDCluster's pseudo-label
+  epochs start after the warm-up): a batch larger than the training split, and the first pair of
+  each split decoded with the config's options (band count, label encoding, image sizes)."""
+  n, batch = len(train_src), config.input.batch_size
+  if n < batch:
+    raise ConfigError(f"input.batch_size: the global batch {batch} is larger than the {n} "
+                      f"training pairs of {train_src!r}; lower --config.input.batch_size")
+  for src in (train_src, val_src):
+    if len(src) == 0:
+      continue
+    bands = src[0]["image_a"].shape[-1]
+    if bands != config.data.num_bands:
+      raise ConfigError(f"config.data.num_bands is {config.data.num_bands} but the images of "
+                        f"{src!r} have {bands} bands")
 
 
 def train_and_evaluate(config, workdir: str, method: Method | None = None) -> dict:
@@ -174,9 +192,11 @@ def run_stage(run: Run, method: Method, stage: Stage, save_at_start: bool = Fals
             extra=method.checkpoint_extra(loop, best=False))
   loop.sync, loop.save = sync, save
 
-  start, resumed = 0, ck.latest_step() is not None
+  # The newest checkpoint that reads back whole; corrupt ones are renamed aside with a warning.
+  restored = ck.restore(checkpointing.abstract_like(loop.state))
+  start, resumed = 0, restored is not None
   if resumed:
-    loop.state, meta, step = ck.restore(checkpointing.abstract_like(loop.state))
+    loop.state, meta, step = restored
     loop.meta = RunMeta.from_json(meta)
     method.restore(run, loop, ck.restore_extra(step))
     ck.restore_data(step, loop.data)
@@ -230,9 +250,9 @@ def validate(run: Run, method: Method, loop: Loop, step: int, bar) -> None:
 
 
 def final_evaluation(run: Run, method: Method, stages: list[Stage]) -> dict:
-  """Each final stage's best checkpoint (the latest if it has none) on the method's final
-  splits; val labels chose it, test labels only score it. The last final stage's best is also
-  WORKDIR/best, where `jaxcd.evaluate` and `jaxcd.predict` look."""
+  """Each final stage's best checkpoint (the latest if it has none, or only a corrupt one) on the
+  method's final splits; val labels chose it, test labels only score it. The last final stage's
+  best is also WORKDIR/best, where `jaxcd.evaluate` and `jaxcd.predict` look."""
   c = run.config
   finals = [s for s in stages if s.final]
   results: list[tuple[str, dict]] = []
@@ -241,11 +261,10 @@ def final_evaluation(run: Run, method: Method, stages: list[Stage]) -> dict:
                                          {"step": 0})))
   for stage in finals:
     ck = checkpointer(c, run.workdir, stage)
-    which = checkpointing.BEST if ck.best_step() is not None else checkpointing.LATEST
     tx, _ = method.optimizer(run, stage)
     abstract = state_lib.create_state(run.model, tx, run.sample_shape, c.seed, run.mesh,
                                       abstract=True)
-    state, meta, step = ck.restore(abstract, which=which)
+    state, meta, step, _ = ck.restore_best(abstract)
     meta = RunMeta.from_json(meta)
     if stage is finals[-1] and stage.directory:
       checkpointing.Checkpointer(run.workdir).save(step, state, None, meta.to_json(), best=True)

@@ -24,6 +24,15 @@ def _grain_workers_outside_app_run():
   parallel.allow_grain_workers()  # tests run outside absl's app.run, as notebooks do
 
 
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch) -> Path:
+  """$JAXCD_CACHE (seeded splits, decoded large images) in the test's tmp folder, inherited by
+  the test's subprocesses: no test writes to ~/.cache or sees another's splits."""
+  cache = tmp_path / "jaxcd-cache"
+  monkeypatch.setenv("JAXCD_CACHE", str(cache))
+  return cache
+
+
 @pytest.fixture
 def shared_data() -> Path:
   if not SHARED_DATA.is_dir():

@@ -1,8 +1,7 @@
 """Every config file in configs/ builds: its model (shapes only), its method, the loop's and the
-method's config checks, its loss, normaliser and optimizer, and its data fields are ones its
-source takes. Only configs of the synthetic source carry the synthetic-only data fields
-(elsewhere an override such as --config.data.num_train must fail)."""
-import inspect
+method's config checks, its loss, normaliser and optimizer, and its data block declares exactly
+its source's options (so each is settable from the command line, and an option of another source
+such as --config.data.num_train on LEVIR-CD fails)."""
 from pathlib import Path
 
 import jax
@@ -10,13 +9,13 @@ import jax.numpy as jnp
 import pytest
 
 from jaxcd import config_base, losses, optim, state as state_lib, trainer
-from jaxcd.data import _SOURCES, list_sources
+from jaxcd.data import list_sources, source_options
+from jaxcd.data.registry import PIPELINE_FIELDS, check_options
 from jaxcd.data.normalize import make_normalizer
 from jaxcd.errors import ConfigError
 from jaxcd.methods import base, list_methods
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
-COMMON_DATA = {"name", "data_dir", "num_bands", "band_order", "mean", "std"}  # every source's
 
 
 def _load(path):
@@ -30,14 +29,11 @@ def test_config_builds_its_model_and_method(path):
   method = trainer.check_config(c)  # the loop's fields and the method's own
   assert isinstance(method, base.Method) and method.name == c.method
   assert c.data.name in list_sources()
-  synthetic = [k for k in config_base.SYNTHETIC_FIELDS if k in c.data]
-  if c.data.name == "synthetic":
-    assert synthetic == list(config_base.SYNTHETIC_FIELDS)
-  else:
-    assert not synthetic, f"{path.name}: synthetic-only data fields on {c.data.name}: {synthetic}"
-  params = inspect.signature(_SOURCES[c.data.name]).parameters
-  extra = set(c.data.keys()) - COMMON_DATA
-  assert extra <= set(params), f"{c.data.name} does not take {sorted(extra - set(params))}"
+  declared = set(source_options(c.data.name))
+  fields = set(c.data.keys()) - set(PIPELINE_FIELDS)
+  assert fields == declared, (f"{path.name}: not {c.data.name}'s: {sorted(fields - declared)}; "
+                              f"undeclared: {sorted(declared - fields)}")
+  check_options(c.data.name, {k: c.data[k] for k in fields})  # and of the declared types
   make_normalizer(c)  # mean/std agree with num_bands
   if not method.trains:
     return
@@ -84,5 +80,19 @@ def test_on_dataset_drops_synthetic_fields():
   c = config_base.base_config()
   config_base.on_dataset(c, "sztaki", "/data/sztaki")
   assert (c.data.name, c.data.data_dir) == ("sztaki", "/data/sztaki")
-  assert not set(config_base.SYNTHETIC_FIELDS) & set(c.data.keys())
-  assert c.data.mean == (127.5, 127.5, 127.5)  # common fields stay
+  assert not {"image_size", "num_train", "max_shift", "nuisance"} & set(c.data.keys())
+  assert c.data.mean == (127.5, 127.5, 127.5)  # pipeline fields stay
+  assert (c.data.split_seed, c.data.label_encoding, c.data.tile_size) == (0, "auto", 256)
+  c.data.label_encoding = "1_2"  # declared as a string: settable, and typed
+  with pytest.raises(TypeError):
+    c.data.tile_size = "512"
+
+
+def test_source_options_are_checked():
+  from jaxcd.data import make_source
+  with pytest.raises(ConfigError, match=r"config.data.tile_sise: not an option of source 'levir_cd' "
+                                        r"\(did you mean 'tile_size'\?\); its options: cache_size"):
+    make_source("levir_cd", "train", data_dir="/x", tile_sise=512)
+  with pytest.raises(ConfigError, match="config.data.tile_size: expected an integer for source "
+                                        "'levir_cd', got '512'"):
+    make_source("levir_cd", "train", data_dir="/x", tile_size="512")

@@ -47,11 +47,19 @@ def _joint(record: Record, fn: Callable[[np.ndarray], np.ndarray]) -> Record:
 
 @dataclasses.dataclass(frozen=True)
 class FlipRot:
-  """Random horizontal flip, vertical flip and rot90 (k in 0..3), the dihedral group D4."""
+  """Random horizontal flip, vertical flip and rot90 (k in 0..3), the dihedral group D4.
+
+  keep_shape: a non-square pair is turned by 0 or 180 degrees only (the same draws), so it keeps
+  its shape where no crop follows (a turned 64x96 pair would not batch with unturned ones).
+  """
+  keep_shape: bool = False
 
   def __call__(self, record: Record, rng: np.random.Generator) -> Record:
     hflip, vflip = rng.random(2) < 0.5
     k = int(rng.integers(0, 4))
+    h, w = record["label"].shape
+    if self.keep_shape and h != w:
+      k &= 2
 
     def op(x_HxWxC: np.ndarray) -> np.ndarray:
       if hflip:
@@ -278,22 +286,44 @@ def make_augment(name: str, crop_size: int = 0, *,
   - "flip_rot_scale_crop": flip_rot, random rescale in `scale_range`, then crop/pad back to
     crop_size (or to the input size when crop_size is 0).
   - "strong": flip_rot (+ crop when crop_size > 0), then RCL's StrongAugment.
-  `image_fill` is the image value of padded pixels (e.g. the data mean).
+  `image_fill` is the image value of padded pixels (e.g. the data mean). Without a crop after it
+  the rotation keeps the shape of non-square pairs (`FlipRot.keep_shape`).
   """
   if crop_size < 0:
     raise ConfigError(f"input.crop_size: must be >= 0, got {crop_size}")
   crop: tuple[Augment, ...] = (RandomCrop(crop_size, image_fill),) if crop_size else ()
+  flip_rot = FlipRot(keep_shape=not crop)
   if name == "none":
     return Compose(())
   if name == "flip_rot":
-    return FlipRot()
+    return FlipRot(keep_shape=True)
   if name == "flip_rot_crop":
-    return Compose((FlipRot(),) + crop)
+    return Compose((flip_rot,) + crop)
   if name == "flip_rot_scale_crop":
     lo, hi = scale_range
     if not 0 < lo <= hi:
       raise ConfigError(f"input.scale_range: need 0 < low <= high, got {scale_range}")
-    return Compose((FlipRot(), RandomRescale(tuple(scale_range), crop_size, image_fill)))
+    return Compose((flip_rot, RandomRescale(tuple(scale_range), crop_size, image_fill)))
   if name == "strong":
-    return Compose((FlipRot(),) + crop + (StrongAugment(),))
+    return Compose((flip_rot,) + crop + (StrongAugment(),))
   raise ConfigError(f"{field}: unknown augmentation {name!r}; known: {', '.join(AUGMENTS)}")
+
+
+def output_size(augment: Augment) -> int | None:
+  """The side of every output of `augment` (it ends in a crop), 0 if its outputs keep the input's
+  shape, None if unknown (a callable of the caller's, unless it has an `output_size`)."""
+  if isinstance(augment, (RandomCrop, RandomRescale)):
+    return augment.crop_size
+  if isinstance(augment, FlipRot):
+    return 0 if augment.keep_shape else None
+  if isinstance(augment, StrongAugment):
+    return 0
+  if isinstance(augment, Compose):
+    size: int | None = 0
+    for t in augment.transforms:
+      if isinstance(t, FlipRot) and size:
+        continue  # turning a square keeps it
+      s = output_size(t)
+      size = size if s == 0 else s
+    return size
+  return getattr(augment, "output_size", None)

@@ -4,18 +4,23 @@ Images become uint8 HxWxC, labels uint8 HxW in {0, 1, 255} (255 = ignore). Every
 file raises `DataError` with a one-line message that names the file.
 
 Decisions:
+- One decoder per format: rasterio (GDAL) reads every GeoTIFF (.tif/.tiff: any interleave,
+  compression, dtype and band count, the band count from the file's own metadata); Pillow reads
+  the 8-bit formats (png, jpg, bmp). Pillow silently decodes a band-interleaved multi-band TIFF
+  as one band, so a TIFF never goes through it.
 - 16-bit (and float) images are scaled to uint8 linearly by the file's own min/max over all
   bands (`scale="minmax"`, the default): sensors store 10-14 bit data in uint16 containers, so a
   fixed shift would leave most such images nearly black. The cost is that two dates are not on
-  one radiometric scale; `scale="shift"` (value >> 8) keeps them on one scale instead.
-- An alpha channel (RGBA, LA) is dropped: it is not a spectral band.
-- GeoTIFFs Pillow cannot decode (more than 4 bands, multi-band 16-bit, float) are read with
-  rasterio, the optional extra `geo`.
+  one radiometric scale; `scale="shift"` (value >> 8) keeps them on one scale instead. Pixels
+  equal to a GeoTIFF's nodata value take no part in the min/max and become 0.
+- An alpha channel (RGBA, LA) is dropped: it is not a spectral band. Palette images become RGB
+  (one band when the palette is grey); palette labels keep their indices.
 - File names match case-insensitively on the extension (`im2.BMP` is an image).
 """
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import threading
 import warnings
@@ -23,7 +28,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import rasterio
 from PIL import Image
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NotGeoreferencedWarning
 
 from jaxcd.errors import DataError, one_line
 
@@ -32,7 +40,8 @@ LABEL_ENCODINGS = ("auto", "0_255", "0_1", "1_2")
 IGNORE = 255
 # The whole WHU-CD scene is ~5e8 pixels, above Pillow's decompression-bomb guard (~9e7).
 _MAX_PIXELS = 2**31
-_PIL_OPEN_LOCK = threading.Lock()
+# Opening files swaps process-wide settings (warning filters, Pillow's size guard) for a moment.
+_OPEN_LOCK = threading.Lock()
 
 PathLike = str | os.PathLike
 
@@ -75,30 +84,65 @@ def find_image(directory: PathLike, stem: str) -> Path | None:
   return None
 
 
+def image_info(path: PathLike) -> tuple[int, int, int]:
+  """(height, width, bands) from the file header, without decoding pixels; `bands` counts the
+  bands `read_image` returns (alpha dropped, palettes expanded)."""
+  path = existing(path, "image")
+  if _is_tiff(path):
+    with _open_raster(path, "image") as ds:
+      bands, lut = _raster_bands(ds, label=False)
+      return ds.height, ds.width, lut.shape[1] if lut is not None else len(bands)
+  with _open_pil(path, "image") as im:
+    w, h = im.size
+    mode = im.mode
+  # The conversions of `_read_raw`: palettes and colour spaces to RGB, alpha dropped.
+  return h, w, {"P": 3, "RGBA": 3, "LA": 1, "PA": 1, "CMYK": 3, "YCbCr": 3, "LAB": 3,
+                "HSV": 3}.get(mode, Image.getmodebands(mode))
+
+
 def image_size(path: PathLike) -> tuple[int, int]:
   """(H, W) from the file header, without decoding pixels."""
-  path = _existing(path, "image")
-  try:
-    with _open_pil(path) as im:
-      w, h = im.size
-    return h, w
-  except DataError:
-    raise
-  except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file
-    if _is_tiff(path):
-      return _rasterio_read(path, e, header_only=True)
-    raise DataError(f"cannot read image {path}: {one_line(e)}") from None
+  return image_info(path)[:2]
 
 
 def read_image(path: PathLike, scale: str = "minmax") -> np.ndarray:
   """Reads an image as uint8 HxWxC (C = bands; greyscale gives C = 1)."""
-  if scale not in ("minmax", "shift"):
-    raise DataError(f"unknown 16-bit scaling {scale!r} for {path}: use 'minmax' or 'shift'")
-  path = _existing(path, "image")
-  x = _read_raw(path)
+  _check_scale(scale, path)
+  path = existing(path, "image")
+  x, valid = _read_raw(path)
   if x.ndim == 2:
     x = x[:, :, None]
-  return _to_uint8(x, scale, path)
+  return _to_uint8(x, scale, path, valid)
+
+
+def read_bands(paths: Sequence[PathLike], height: int, width: int,
+               scale: str = "minmax") -> np.ndarray:
+  """Single-band rasters stacked in the given order as one uint8 HxWxC image, each band resampled
+  bilinearly to height x width where its size differs (Sentinel-2's 20 and 60 m bands onto the
+  10 m grid), then scaled together as one image (like a multi-band file)."""
+  _check_scale(scale, paths[0] if paths else "")
+  bands, masks = [], []
+  for p in paths:
+    p = existing(p, "image")
+    with _open_raster(p, "image") as ds:
+      if ds.count != 1:
+        raise DataError(f"image {p} has {ds.count} bands; expected one band per file")
+      shape = (height, width)
+      try:
+        if (ds.height, ds.width) == shape:
+          x = ds.read(1)
+        else:
+          x = ds.read(1, out_shape=shape, resampling=Resampling.bilinear)
+      except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file
+        raise _raster_error(p, "image", e) from None
+      nodata = ds.nodatavals[0]
+    bands.append(x)
+    masks.append(None if nodata is None else _not_nodata(x, nodata))
+  x = np.stack(bands, axis=-1)
+  valid = None
+  if any(m is not None for m in masks):
+    valid = np.stack([m if m is not None else np.ones(x.shape[:2], bool) for m in masks], -1)
+  return _to_uint8(x, scale, Path(paths[0]), valid)
 
 
 def read_label(path: PathLike, encoding: str = "auto") -> np.ndarray:
@@ -114,8 +158,8 @@ def read_label(path: PathLike, encoding: str = "auto") -> np.ndarray:
   """
   if encoding not in LABEL_ENCODINGS:
     raise DataError(f"unknown label encoding {encoding!r} for {path}: use one of {LABEL_ENCODINGS}")
-  path = _existing(path, "label")
-  x = _read_raw(path, label=True)
+  path = existing(path, "label")
+  x, _ = _read_raw(path, label=True)
   if x.ndim == 3:
     # Colour masks: change is drawn in any colour, so the brightest channel decides.
     x = x.max(axis=-1)
@@ -185,85 +229,154 @@ def check_pair(image_a: np.ndarray, image_b: np.ndarray, label: np.ndarray | Non
 
 # --- internals ---------------------------------------------------------------------------------
 
-def _existing(path: PathLike, what: str) -> Path:
+def existing(path: PathLike, what: str) -> Path:
+  """`path` as a Path if it is a non-empty regular file; else a DataError saying what it is."""
   path = Path(path)
-  if not path.is_file():
-    raise DataError(f"{what} file not found: {path}")
+  try:
+    st = path.stat()
+  except OSError:
+    raise DataError(f"{what} file not found: {path}") from None
+  if stat.S_ISDIR(st.st_mode):
+    raise DataError(f"{what} path {path} is a directory, not a file")
+  if not stat.S_ISREG(st.st_mode):
+    raise DataError(f"{what} path {path} is not a regular file")
+  if st.st_size == 0:
+    raise DataError(f"{what} file {path} is empty (0 bytes)")
   return path
+
+
+def _check_scale(scale: str, path) -> None:
+  if scale not in ("minmax", "shift"):
+    raise DataError(f"unknown 16-bit scaling {scale!r} for {path}: use 'minmax' or 'shift'")
 
 
 def _is_tiff(path: Path) -> bool:
   return path.suffix.lower() in (".tif", ".tiff")
 
 
-def _open_pil(path: Path) -> Image.Image:
-  # Pillow checks the size at open time against a global; raise it only for this call. The lock
-  # keeps reader threads from restoring each other's values.
-  with _PIL_OPEN_LOCK, warnings.catch_warnings():
+def _open_pil(path: Path, what: str) -> Image.Image:
+  # Pillow checks the size at open time against a global; raise it only for this call.
+  with _OPEN_LOCK, warnings.catch_warnings():
     warnings.simplefilter("ignore", Image.DecompressionBombWarning)
     old, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, _MAX_PIXELS
     try:
       return Image.open(path)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file
+      raise DataError(f"cannot read {what} {path}: {one_line(e)}") from None
     finally:
       Image.MAX_IMAGE_PIXELS = old
 
 
-def _read_raw(path: Path, label: bool = False) -> np.ndarray:
-  """Pixels in their stored dtype: HxW or HxWxC, alpha dropped, palettes resolved."""
+def _open_raster(path: Path, what: str):
+  """An open rasterio dataset (header read, no pixels). Plain TIFFs are not georeferenced, which
+  is no problem here: rasterio's warning about it is silenced."""
+  with _OPEN_LOCK, warnings.catch_warnings():
+    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+    try:
+      return rasterio.open(path)
+    except Exception as e:  # noqa: BLE001
+      raise _raster_error(path, what, e) from None
+
+
+def _raster_error(path: Path, what: str, e: Exception) -> DataError:
+  # GDAL's own message is the cause; rasterio's wrapper only says "see previous exception".
+  cause = e.__cause__ or e.__context__
+  detail = one_line(cause if cause is not None and "previous exception" in str(e) else e)
+  return DataError(f"cannot read {what} {path}: {detail}")
+
+
+def _raster_bands(ds, label: bool) -> tuple[list[int], np.ndarray | None]:
+  """The 1-based bands to read (alpha dropped) and, for a palette image, its colour table as a
+  256xC lookup (C = 1 when the palette is grey); labels keep palette indices."""
+  interp = ds.colorinterp
+  bands = [i + 1 for i, c in enumerate(interp) if c != ColorInterp.alpha] or [1]
+  if (label or len(bands) != 1 or interp[bands[0] - 1] != ColorInterp.palette
+      or ds.dtypes[bands[0] - 1] != "uint8"):
+    return bands, None
   try:
-    with _open_pil(path) as im:
-      im.load()  # decodes now, so truncated files fail here and not later
-      mode = im.mode
-      if mode == "P":
-        # Palette labels store class indices; palette images store colours.
-        im = im if label else im.convert("RGBA" if "transparency" in im.info else "RGB")
+    cmap = ds.colormap(bands[0])
+  except ValueError:  # no colour table after all: the indices are the values
+    return bands, None
+  lut = np.zeros((256, 3), np.uint8)
+  for k, rgba in cmap.items():
+    if 0 <= k < 256:
+      lut[k] = rgba[:3]
+  grey = (lut[:, :1] == lut).all()
+  return bands, lut[:, :1] if grey else lut
+
+
+def _not_nodata(x: np.ndarray, nodata: float) -> np.ndarray:
+  return ~np.isnan(x) if np.isnan(nodata) else x != nodata
+
+
+def _read_raster(path: Path, what: str, label: bool) -> tuple[np.ndarray, np.ndarray | None]:
+  with _open_raster(path, what) as ds:
+    bands, lut = _raster_bands(ds, label)
+    try:
+      # Band by band into one HxWxC array: no second full-size copy for a transpose.
+      x = np.empty((ds.height, ds.width, len(bands)), ds.dtypes[bands[0] - 1])
+      for k, b in enumerate(bands):
+        x[..., k] = ds.read(b)
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file
+      raise _raster_error(path, what, e) from None
+    nodata = [ds.nodatavals[b - 1] for b in bands]
+  if lut is not None:
+    return lut[x[..., 0]], None
+  valid = None
+  if not label and any(v is not None for v in nodata):
+    valid = np.ones(x.shape, bool)
+    for k, v in enumerate(nodata):
+      if v is not None:
+        valid[..., k] = _not_nodata(x[..., k], v)
+  return x, valid
+
+
+def _read_raw(path: Path, label: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+  """Pixels in their stored dtype (HxW or HxWxC, alpha dropped, palettes resolved) and, when
+  the file declares a nodata value, the mask of valid pixels."""
+  what = "label" if label else "image"
+  if _is_tiff(path):
+    x, valid = _read_raster(path, what, label)
+  else:
+    valid = None
+    with _open_pil(path, what) as im:
+      try:
+        im.load()  # decodes now, so truncated files fail here and not later
         mode = im.mode
-      if mode in ("RGBA", "LA", "PA"):
-        im = im.convert("RGB" if mode == "RGBA" else "L")
-      elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        im = im.convert("RGB")
-      x = np.asarray(im)
-  except DataError:
-    raise
-  except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file
-    if _is_tiff(path):
-      return _rasterio_read(path, e)
-    raise DataError(f"cannot read {'label' if label else 'image'} {path}: {one_line(e)}") from None
+        if mode == "P":
+          # Palette labels store class indices; palette images store colours.
+          im = im if label else im.convert("RGBA" if "transparency" in im.info else "RGB")
+          mode = im.mode
+        if mode in ("RGBA", "LA", "PA"):
+          im = im.convert("RGB" if mode == "RGBA" else "L")
+        elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+          im = im.convert("RGB")
+        x = np.asarray(im)
+      except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file
+        raise DataError(f"cannot read {what} {path}: {one_line(e)}") from None
   if x.ndim == 0 or x.size == 0:
-    raise DataError(f"cannot read {'label' if label else 'image'} {path}: it has no pixels")
-  return x
+    raise DataError(f"cannot read {what} {path}: it has no pixels")
+  return x, valid
 
 
-def _rasterio_read(path: Path, pil_error: Exception, header_only: bool = False):
-  try:
-    import rasterio  # optional extra `geo`
-  except ImportError:
-    raise DataError(f"cannot read {path} with Pillow ({one_line(pil_error)}); for multi-band or "
-                    f"GeoTIFF files install the geo extra: pip install jaxcd[geo]") from None
-  try:
-    with rasterio.open(path) as ds:
-      if header_only:
-        return ds.height, ds.width
-      return np.moveaxis(ds.read(), 0, -1)  # CxHxW -> HxWxC
-  except Exception as e:  # noqa: BLE001
-    raise DataError(f"cannot read {path}: {one_line(e)}") from None
-
-
-def _to_uint8(x_HxWxC: np.ndarray, scale: str, path: Path) -> np.ndarray:
+def _to_uint8(x_HxWxC: np.ndarray, scale: str, path: Path,
+              valid: np.ndarray | None = None) -> np.ndarray:
   x = x_HxWxC
   if x.dtype == np.uint8:
     return x
   if x.dtype == np.bool_:
     return x.astype(np.uint8) * 255
   if scale == "shift" and x.dtype in (np.uint16, np.int16):
-    return (x.astype(np.int32).clip(0, 65535) >> 8).astype(np.uint8)
+    y = (x.astype(np.int32).clip(0, 65535) >> 8).astype(np.uint8)
+    return y if valid is None else np.where(valid, y, 0).astype(np.uint8)
   x = x.astype(np.float64)
-  finite = np.isfinite(x)
-  if not finite.any():
-    raise DataError(f"image {path} has no finite pixel values")
-  lo, hi = x[finite].min(), x[finite].max()
+  use = np.isfinite(x) if valid is None else np.isfinite(x) & valid
+  if not use.any():
+    raise DataError(f"image {path} has no finite pixel values" if valid is None else
+                    f"image {path} has no valid pixels (all are nodata or not finite)")
+  lo, hi = x[use].min(), x[use].max()
   y = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
-  return np.where(finite, np.rint(y), 0).astype(np.uint8)
+  return np.where(use, np.rint(y.clip(0, 255, out=y)), 0).astype(np.uint8)
 
 
 def _hw(x: np.ndarray) -> str:

@@ -1,5 +1,8 @@
 """Shared machinery of the on-disk sources: `Pair`, `PairListSource`, pair matching, tiling,
-list files, config-field checks and the per-dataset cache folder.
+list files, seeded and stored splits, config-field checks and the per-dataset cache folder.
+
+Nothing is ever written into a dataset folder (it may be read-only, or shared): stored splits
+and decoded caches go to an explicit `split_dir` or to `default_cache_dir`.
 
 Sources list files when built and read pixels only in `__getitem__`; tiles of large images share
 a small per-process cache of decoded images. They pickle without their cache (grain workers).
@@ -10,14 +13,15 @@ import collections
 import dataclasses
 import hashlib
 import os
-import stat
 import threading
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+from absl import logging
 
 from jaxcd.data import io
+from jaxcd.data.registry import COMMON_OPTIONS, SPLITS
 from jaxcd.errors import ConfigError, DataError
 
 # Decoded images above this many pixels (the whole WHU-CD scene) are kept as .npy files and
@@ -226,7 +230,8 @@ def match_pairs(root: Path, a_dir: str = "A", b_dir: str = "B", label_dir: str |
 
 
 def tile_pairs(pairs: Iterable[Pair], tile_size: int) -> list[Pair]:
-  """Non-overlapping tile_size tiles of each pair (reads only the A image's header).
+  """Non-overlapping tile_size tiles of each pair (reads only the A image's header), or of its
+  window when it has one (offsets stay relative to the whole image).
 
   A tile's id is `<stem>_<row>_<col>` with 4-digit pixel offsets (LEVIR-CD256's naming); an image
   exactly one tile big keeps its stem. Margins smaller than a tile are dropped.
@@ -234,16 +239,89 @@ def tile_pairs(pairs: Iterable[Pair], tile_size: int) -> list[Pair]:
   t = _int_field("tile_size", tile_size, 1)
   out = []
   for p in pairs:
-    h, w = io.image_size(p.a)
+    r0, c0, h, w = p.window if p.window else (0, 0, *io.image_size(p.a))
     if h < t or w < t:
       raise DataError(f"image {p.a} is {w}x{h} (WxH), smaller than tile_size {t}")
     if h == t and w == t:
       out.append(p)
       continue
-    for r in range(0, h - t + 1, t):
-      for c in range(0, w - t + 1, t):
+    for r in range(r0, r0 + h - t + 1, t):
+      for c in range(c0, c0 + w - t + 1, t):
         out.append(Pair(f"{p.id}_{r:04d}_{c:04d}", p.a, p.b, p.label, (r, c, t, t)))
   return out
+
+
+def select(items: Sequence[Any], names: Sequence[str], list_file: Path, what: str) -> list[Any]:
+  """The items (pairs or tiles) whose ids `names` lists, in its order; a name that is no item's
+  id is a DataError naming `list_file` and `what` the ids are (e.g. "a pair in <data_dir>")."""
+  by_id = {t.id: t for t in items}
+  for i in names:
+    if i not in by_id:
+      raise DataError(f"list file {list_file} names {i!r}, which is not {what}")
+  return [by_id[i] for i in names]
+
+
+def seeded_split(ids: Sequence[str], seed: int, ratios: Sequence[float]) -> dict[str, list[str]]:
+  """A random train/val/test partition of `ids` sized by `ratios`: the same for the same ids
+  (in any order), seed and ratios; parts disjoint, covering, each sorted."""
+  seed = _int_field("split_seed", seed, 0)
+  ratios = _ratios(ratios)
+  ids = sorted(ids)
+  order = np.random.default_rng(seed).permutation(len(ids))
+  fractions = np.asarray(ratios) / sum(ratios)
+  n_train = round(fractions[0] * len(ids))
+  n_val = round(fractions[1] * len(ids))
+  parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val],
+           "test": order[n_train + n_val:]}
+  return {s: [ids[i] for i in sorted(idx)] for s, idx in parts.items()}
+
+
+def stored_split(dataset: str, root: Path, ids: Sequence[str], split: str, *, split_dir: str,
+                 seed: int, ratios: Sequence[float], key: str = "") -> tuple[Path, list[str]]:
+  """(list file, ids) of `split` from a split STORED as list files, so it never silently changes
+  when files are added or the listing order changes.
+
+  Read from data_dir/list/<split>.txt when the dataset ships it; else from split_dir when given
+  (its files win over seed and ratios); else from default_cache_dir(dataset, root)/
+  split-seed<seed>-ratios<...><key> (`key` names other inputs of the ids, e.g. a tile size).
+  Written there on first use (`seeded_split`), never into the dataset folder.
+  """
+  shipped = root / "list" / f"{split}.txt"
+  if shipped.is_file():
+    return shipped, read_list(shipped)
+  if split not in SPLITS or any((root / "list" / f"{s}.txt").is_file() for s in SPLITS):
+    # A split of our own beside shipped lists could overlap them.
+    raise _empty_split(dataset, split, root, f"no {shipped}")
+  if split_dir:
+    target = Path(split_dir).expanduser()
+  else:
+    tag = "-".join(f"{r:g}" for r in _ratios(ratios))
+    target = (default_cache_dir(dataset, root) /
+              f"split-seed{_int_field('split_seed', seed, 0)}-ratios{tag}{key}")
+  present = [s for s in SPLITS if (target / f"{s}.txt").is_file()]
+  if present and len(present) < len(SPLITS):
+    # Rewriting only the missing ones could move pairs between splits without anyone noticing.
+    raise DataError(f"incomplete {dataset} split files in {target}: has {', '.join(present)} but "
+                    f"not all of {', '.join(SPLITS)}; complete or delete them")
+  if present:
+    names = {s: read_list(target / f"{s}.txt") for s in SPLITS}
+    missing = set(ids).difference(*names.values())
+    if missing:
+      logging.warning("%s: %d of %d pairs/tiles of %s are in none of the splits stored in %s "
+                      "(added after it was written?); delete that folder to split again",
+                      dataset, len(missing), len(ids), root, target)
+    return target / f"{split}.txt", names[split]
+  names = seeded_split(ids, seed, ratios)
+  try:
+    for s in SPLITS:
+      text = "".join(f"{i}\n" for i in names[s]).encode()
+      io.atomic_write(target / f"{s}.txt", lambda f, text=text: f.write(text))
+  except OSError as e:
+    raise DataError(f"cannot write the {dataset} split files to {target}: {e.strerror}; set "
+                    f"split_dir (or $JAXCD_CACHE) to a writable folder") from None
+  logging.info("%s: stored a seeded %s split (seed %s, ratios %s) in %s", dataset,
+               "/".join(SPLITS), seed, tuple(ratios), target)
+  return target / f"{split}.txt", names[split]
 
 
 def _int_field(name: str, value: Any, minimum: int) -> int:
@@ -253,6 +331,15 @@ def _int_field(name: str, value: Any, minimum: int) -> int:
   return int(value)
 
 
+def _ratios(ratios: Any) -> tuple[float, float, float]:
+  ok = isinstance(ratios, (tuple, list)) and len(ratios) == 3 and all(
+      isinstance(r, (int, float)) and not isinstance(r, bool) and r >= 0 for r in ratios)
+  if not ok or sum(ratios) <= 0:
+    raise ConfigError(f"config.data.ratios: expected three non-negative numbers (train, val, "
+                      f"test), got {ratios!r}")
+  return tuple(float(r) for r in ratios)
+
+
 def _choice_field(name: str, value: Any, choices: Sequence[str]) -> str:
   if value not in choices:
     raise ConfigError(f"config.data.{name}: expected one of {', '.join(choices)}, got {value!r}")
@@ -260,19 +347,8 @@ def _choice_field(name: str, value: Any, choices: Sequence[str]) -> str:
 
 
 def _common(kwargs: dict[str, Any]) -> dict[str, Any]:
-  """Options every on-disk source understands (the rest of the data block is ignored)."""
-  return {k: kwargs[k] for k in ("num_bands", "label_encoding", "scale_16bit", "cache_size")
-          if k in kwargs}
-
-
-def _writable(d: Path) -> bool:
-  # Running as root, os.access says yes even for r-x folders; honour the mode bits too.
-  try:
-    return d.is_dir() and os.access(d, os.W_OK) and bool(d.stat().st_mode & (stat.S_IWUSR |
-                                                                            stat.S_IWGRP |
-                                                                            stat.S_IWOTH))
-  except OSError:
-    return False
+  """The common options among a source's **kwargs (the registry has rejected unknown ones)."""
+  return {k: kwargs[k] for k in COMMON_OPTIONS if k in kwargs}
 
 
 def default_cache_dir(dataset: str, data_dir: Path) -> Path:

@@ -15,13 +15,16 @@ on the host (one transfer per step). Its state is what grain's orbax `Checkpoint
 an iterator (one JSON file per process).
 """
 import json
+import math
 import time
+import weakref
 from typing import Any, Sequence
 
 import grain
 import numpy as np
 
-from jaxcd.data.augment import Augment, make_augment
+from jaxcd.data import io
+from jaxcd.data.augment import Augment, Compose, RandomCrop, make_augment, output_size
 from jaxcd.errors import ConfigError, DataError
 
 Batch = dict[str, np.ndarray]
@@ -116,6 +119,7 @@ def train_map_dataset(source: Sequence[dict[str, Any]], *, global_batch_size: in
   if num_epochs is not None and num_epochs <= 0:
     raise ConfigError(f"num_epochs: must be positive or None, got {num_epochs}")
   aug = make_augment(augment, crop_size) if isinstance(augment, str) else augment
+  aug = _fit_sizes(source, aug, crop_size)
 
   ds = grain.MapDataset.source(source)
   # Index e*n + i of a ShuffleMapDataset is slot i of epoch e's permutation; slicing to
@@ -164,28 +168,103 @@ def _to_iter(ds: grain.MapDataset, num_threads: int, worker_count: int,
 
 
 def eval_dataset(source: Sequence[dict[str, Any]], *, global_batch_size: int,
-                 process_index: int = 0, process_count: int = 1,
-                 num_threads: int = 2) -> grain.IterDataset:
+                 process_index: int = 0, process_count: int = 1, num_threads: int = 2,
+                 multiple: int | None = None) -> grain.IterDataset:
   """Finite host-local eval batches: source order, no augmentation, padded to a full batch.
 
-  Each batch also has `index` (int32 L, source index or -1) and `valid` (bool L). Over all
-  processes every source index appears exactly once with valid=True; padded examples carry
-  label 255 everywhere. Every process gets `eval_num_batches(...)` batches.
+  The global batch is `eval_global_batch(len(source), global_batch_size, multiple)`: a split
+  smaller than `global_batch_size` is padded only up to a multiple of `multiple` (default: the
+  device count, which the batch is split over) and of the process count. Each batch also has
+  `index` (int32 L, source index or -1) and `valid` (bool L). Over all processes every source
+  index appears exactly once with valid=True; padded examples carry label 255 everywhere. Every
+  process gets `eval_num_batches(...)` batches.
   """
-  local = _local_batch_size(global_batch_size, process_count, "input.eval_batch_size")
+  _local_batch_size(global_batch_size, process_count, "input.eval_batch_size")
   _check_process(process_index, process_count)
   n = len(source)
   if n == 0:
     raise DataError(f"{_source_name(source)}: the evaluation split has no pairs")
-  padded = eval_num_batches(n, global_batch_size) * global_batch_size
+  if multiple is None:
+    import jax
+    multiple = jax.device_count()
+  batch = eval_global_batch(n, global_batch_size, math.lcm(multiple, process_count))
+  local = _local_batch_size(batch, process_count, "input.eval_batch_size")
+  padded = eval_num_batches(n, batch) * batch
   ds = grain.MapDataset.range(padded).map(_EvalElement(source))
   ds = ds.batch(local, drop_remainder=True)[process_index::process_count]
   return _to_iter(ds, num_threads, 0, 2)
 
 
+def eval_global_batch(num_examples: int, global_batch_size: int, multiple: int = 1) -> int:
+  """`global_batch_size`, or for fewer examples their count rounded up to `multiple`: one image
+  of a large scene is never padded up to a batch of copies (a 1024x1024 pair padded to 32 asked
+  for 30 GB)."""
+  if num_examples >= global_batch_size:
+    return global_batch_size
+  return min(global_batch_size, -(-num_examples // multiple) * multiple)
+
+
 def eval_num_batches(num_examples: int, global_batch_size: int) -> int:
-  """Batches per process of `eval_dataset` (for progress bars)."""
+  """Batches per process of `eval_dataset` (for progress bars); the same for the configured
+  batch and the smaller one `eval_global_batch` picks."""
   return -(-num_examples // global_batch_size)
+
+
+# --- image sizes from headers ---------------------------------------------------------------------
+
+_SIZES: "weakref.WeakKeyDictionary[Any, list]" = weakref.WeakKeyDictionary()
+
+
+def record_sizes(source: Any) -> list[tuple[str, tuple[int, int]]] | None:
+  """(name, (H, W)) of every record without decoding pixels, or None where the source cannot
+  tell. Knows `PairListSource` (a tile has its window's size, a whole pair its A header's) and
+  views of a source: `.source` + `.indices` (`Subset`, RCL's pool), or `.source` index-aligned
+  (pseudo-labelled copies)."""
+  pairs = getattr(source, "pairs", None)
+  if pairs is not None:
+    if source not in _SIZES:
+      _SIZES[source] = [(str(p.a) if p.window is None else f"{p.a} (tile {p.id})",
+                         tuple(p.window[2:]) if p.window else io.image_size(p.a)) for p in pairs]
+    return _SIZES[source]
+  inner = getattr(source, "source", None)
+  if inner is None:
+    return None
+  sizes = record_sizes(inner)
+  if sizes is None:
+    return None
+  indices = getattr(source, "indices", None)
+  if indices is not None:
+    return [sizes[int(i)] for i in indices]
+  return sizes if len(sizes) == len(source) else None
+
+
+def size_groups(source: Any) -> list[tuple[tuple[int, int], list[int]]]:
+  """Record indices by image size ((H, W), indices), in order of first appearance. A source that
+  cannot tell its sizes is one group of its first record's size."""
+  n = len(source)
+  sizes = record_sizes(source)
+  if sizes is None:
+    return [(tuple(source[0]["label"].shape) if n else (0, 0), list(range(n)))]
+  groups: dict[tuple[int, int], list[int]] = {}
+  for i, (_, hw) in enumerate(sizes):
+    groups.setdefault(hw, []).append(i)
+  return list(groups.items())
+
+
+def _fit_sizes(source: Any, aug: Augment, crop_size: int) -> Augment:
+  """`aug`, cropped to `crop_size` when the training images differ in size and it keeps their
+  sizes; a one-line error before training when they differ and there is no crop size."""
+  sizes = record_sizes(source)
+  if not sizes or len({hw for _, hw in sizes}) == 1 or output_size(aug) != 0:
+    return aug  # one size, an augmentation ending in a fixed-size crop, or unknown to us
+  if crop_size:
+    return Compose((aug, RandomCrop(crop_size)))
+  x, (xh, xw) = sizes[0]
+  y, (yh, yw) = next(s for s in sizes if s[1] != (xh, xw))
+  side = min(min(hw) for _, hw in sizes)
+  side = side // 32 * 32 or side
+  raise ConfigError(f"training images differ in size ({x} is {xw}x{xh}, {y} is {yw}x{yh}); "
+                    f"set config.input.crop_size (e.g. --config.input.crop_size={side})")
 
 
 def state_to_json(state: dict[str, Any]) -> str:

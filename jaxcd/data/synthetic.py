@@ -278,15 +278,13 @@ class SyntheticSource:
   per split), `seed`, `max_shift` (largest misregistration of B, pixels), `nuisance` (scales the
   seasonal changes, tree regrowth, lighting, cloud shadows and noise; 0 leaves only the sun's
   shadows and the re-sampled texture), `cache_mb` (generated pairs kept in memory).
-  The common fields `data_dir`, `mean`, `std` are ignored; `num_bands` must be 3.
+  `data_dir` is ignored; `num_bands` must be 3.
   """
 
   def __init__(self, split: str, image_size: int = 64, num_train: int = 1000, num_val: int = 100,
                num_test: int = 200, seed: int = 0, max_shift: int = 2, nuisance: float = 1.0,
-               cache_mb: float = 256.0,
-               data_dir: str = "", num_bands: int = 3, mean: Any = None, std: Any = None,
-               **unused: Any):
-    del data_dir, mean, std, unused  # fields shared by all sources; nothing to read here
+               cache_mb: float = 256.0, data_dir: str = "", num_bands: int = 3):
+    del data_dir  # a field of every config; nothing to read here
     if split not in _SPLIT_IDS:
       raise ConfigError(f"split {split!r}: unknown; expected one of {', '.join(SPLITS)}")
     if num_bands != 3:

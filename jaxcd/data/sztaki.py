@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from jaxcd.data.registry import register_source
 from jaxcd.data import io
-from jaxcd.data.pairs import Pair, PairListSource, _common, _empty_split, _int_field, _require_dir
+from jaxcd.data.pairs import Pair, PairListSource, _empty_split, _int_field, _require_dir
 from jaxcd.errors import DataError
 
 SZTAKI_ORIGIN = "http://web.eee.sztaki.hu/remotesensing/airchange_benchmark.html"
@@ -51,11 +49,14 @@ def grid_offsets(size: int, tile: int, n: int) -> list[int]:
 
 @register_source("sztaki")
 def sztaki(split: str, data_dir: str = "", split_seed: int = 0, tile_size: int = 256,
-           **kwargs: Any) -> PairListSource:
+           num_bands: int = 0, label_encoding: str = "auto", scale_16bit: str = "minmax",
+           cache_size: int = 0) -> PairListSource:
   """SZTAKI AirChange, RCL protocol: 3x4 overlapping tiles per pair, unchanged tiles dropped,
   then a seeded split: 12 val, 12 test, the rest (98 of 122) train.
 
-  Building it reads the 13 masks (a few MB); images are read on access.
+  Building it reads the 13 masks (a few MB); images are read on access. cache_size: decoded
+  files kept per process; 0 = every file (the decoded benchmark is ~70 MB, so shuffled reads
+  never decode twice).
   """
   root = _require_dir(data_dir, "sztaki", SZTAKI_LAYOUT, SZTAKI_ORIGIN)
   pairs = sztaki_pairs(root)
@@ -65,7 +66,7 @@ def sztaki(split: str, data_dir: str = "", split_seed: int = 0, tile_size: int =
   t = _int_field("tile_size", tile_size, 1)
   tiles = []
   for p in pairs:
-    gt = io.read_label(p.label, kwargs.get("label_encoding", "auto"))
+    gt = io.read_label(p.label, label_encoding)
     h, w = gt.shape
     for r in grid_offsets(h, t, SZTAKI_GRID[0]):
       for c in grid_offsets(w, t, SZTAKI_GRID[1]):
@@ -80,9 +81,9 @@ def sztaki(split: str, data_dir: str = "", split_seed: int = 0, tile_size: int =
   if split not in parts:
     raise _empty_split("sztaki", split, root, "the RCL protocol has train, val and test")
   chosen = [tiles[i] for i in sorted(parts[split])]
-  opts = _common(kwargs)
-  # The decoded benchmark is ~70 MB: caching every file keeps shuffled reads from re-decoding.
-  opts.setdefault("cache_size", 3 * len(pairs))
   return PairListSource(chosen, name="sztaki", split=split, root=root,
                         layout=f"RCL protocol: {len(pairs)} pairs, {len(tiles)} tiles with change "
-                               f"of {len(pairs) * SZTAKI_GRID[0] * SZTAKI_GRID[1]}", **opts)
+                               f"of {len(pairs) * SZTAKI_GRID[0] * SZTAKI_GRID[1]}",
+                        num_bands=num_bands, label_encoding=label_encoding,
+                        scale_16bit=scale_16bit,
+                        cache_size=_int_field("cache_size", cache_size, 0) or 3 * len(pairs))

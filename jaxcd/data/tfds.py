@@ -13,8 +13,10 @@ from jaxcd.errors import DataError, one_line
 
 
 @register_source("tfds")
-def tfds(split: str, tfds_name: str = "", data_dir: str = "", **unused: Any):
-  """A dataset prepared by `python -m jaxcd.data.tfds_builders` read back without TensorFlow."""
+def tfds(split: str, tfds_name: str = "", data_dir: str = "", num_bands: int = 0):
+  """A dataset prepared by `python -m jaxcd.data.tfds_builders` read back without TensorFlow
+  (its records were checked when it was built; `num_bands` is checked by the pipeline)."""
+  del num_bands
   return TfdsSource(tfds_name, split, data_dir)
 
 

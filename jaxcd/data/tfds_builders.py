@@ -74,7 +74,7 @@ class ChangeDetectionBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=
 
   def _split_generators(self, dl_manager):
     manual_dir = str(dl_manager.manual_dir)
-    kwargs = {"num_bands": self.NUM_BANDS, **self.source_kwargs}
+    kwargs = {**({"num_bands": self.NUM_BANDS} if self.NUM_BANDS else {}), **self.source_kwargs}
     sources = {s: make_source(self.SOURCE, s, data_dir=manual_dir, **kwargs) for s in self.SPLITS}
     return {s: self._generate_examples(src) for s, src in sources.items()}
 
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   from jaxcd.data.describe import parse_sets  # one parser for --set in both command lines
   try:
-    out = build(args.dataset, args.manual_dir, args.data_dir, **parse_sets(args.set))
+    options = parse_sets(args.set, BUILDERS[args.dataset].SOURCE)
+    out = build(args.dataset, args.manual_dir, args.data_dir, **options)
   except JaxcdError as e:
     print(f"error: {one_line(e)}", file=sys.stderr)
     return 2

@@ -1,19 +1,17 @@
 """The `whu_cd` source: the large WHU-CD pair cut into tiles, or pre-cut tiles; a stored random
-6:1:3 split.
+6:1:3 split (in split_dir or the cache, never in the dataset folder).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
-from jaxcd.data.registry import SPLITS, register_source
+from jaxcd.data.registry import register_source
 from jaxcd.data import io
 from jaxcd.data.pairs import (MMAP_MIN_PIXELS, Pair, PairListSource, _common, _empty_split,
-                              _int_field, _require_dir, _writable, default_cache_dir, match_pairs,
-                              read_list, tile_pairs)
-from jaxcd.errors import ConfigError, DataError
+                              _int_field, _require_dir, default_cache_dir, match_pairs, select,
+                              stored_split, tile_pairs)
+from jaxcd.errors import DataError
 
 WHU_ORIGIN = "http://gpcv.whu.edu.cn/data/building_dataset.html"
 WHU_LAYOUT = ("data_dir/{A,B,label} holding the large pair (one image each) or pre-cut tiles, "
@@ -33,11 +31,11 @@ def whu_cd(split: str, data_dir: str = "", tile_size: int = 256, split_dir: str 
   The split is random (seed `split_seed`, train:val:test = `ratios`, default 6:1:3) over tile
   ids and STORED as list files (one id per line) so it never silently changes. Files found in
   data_dir/list are used as they are (e.g. the lists shipped with WHU-CD256). Otherwise the split
-  lives in `split_dir` if given, else in data_dir/list if data_dir is writable, else in
-  $JAXCD_CACHE/whu_cd-<hash of data_dir> (JAXCD_CACHE defaults to ~/.cache/jaxcd): written there
-  on first use, read back ever after (other ratios or seeds need another split_dir).
+  lives in `split_dir` if given (its files win over seed and ratios), else in
+  $JAXCD_CACHE/whu_cd-<hash of data_dir>/split-seed<s>-ratios<r>-tile<t> (JAXCD_CACHE defaults
+  to ~/.cache/jaxcd): written there on first use, read back ever after (`pairs.stored_split`).
   A decoded image of >= mmap_min_pixels pixels (the whole scene) is stored once as .npy in
-  <split_dir or that cache>/decoded and memory-mapped by every reader.
+  <split_dir or $JAXCD_CACHE/whu_cd-<hash>>/decoded and memory-mapped by every reader.
   """
   root = _require_dir(data_dir, "whu_cd", WHU_LAYOUT, WHU_ORIGIN)
   if image_a or image_b or label_file:
@@ -69,64 +67,15 @@ def whu_cd(split: str, data_dir: str = "", tile_size: int = 256, split_dir: str 
   if any(t.window is not None for t in tiles):
     cache = Path(split_dir).expanduser() if split_dir else default_cache_dir("whu_cd", root)
     mmap_dir = cache / "decoded"
-  list_dir, names = _stored_split(root, [t.id for t in tiles], split, split_dir, split_seed, ratios)
-  if split not in names:
-    raise _empty_split("whu_cd", split, root, f"no {list_dir}/{split}.txt")
-  by_id = {t.id: t for t in tiles}
-  chosen = []
-  for i in names[split]:
-    if i not in by_id:
-      raise DataError(f"list file {list_dir / (split + '.txt')} names {i!r}, which is not a "
-                      f"tile of {root} with tile_size {tile_size}")
-    chosen.append(by_id[i])
+  list_file, names = stored_split("whu_cd", root, [t.id for t in tiles], split,
+                                  split_dir=split_dir, seed=split_seed, ratios=ratios,
+                                  key=f"-tile{tile_size}")
+  chosen = select(tiles, names, list_file, f"a tile of {root} with tile_size {tile_size}")
   if not chosen:
-    raise _empty_split("whu_cd", split, root, f"{list_dir}/{split}.txt lists nothing")
-  return PairListSource(chosen, name="whu_cd", split=split, root=root,
-                        layout=f"{layout}, {tile_size}x{tile_size} tiles, split in {list_dir}",
+    raise _empty_split("whu_cd", split, root, f"{list_file} lists nothing")
+  layout = f"{layout}, {tile_size}x{tile_size} tiles, split in {list_file.parent}"
+  return PairListSource(chosen, name="whu_cd", split=split, root=root, layout=layout,
                         mmap_dir=mmap_dir,
                         mmap_min_pixels=_int_field("mmap_min_pixels", mmap_min_pixels, 0),
                         **_common(kwargs))
 
-
-def _stored_split(root: Path, ids: list[str], split: str, split_dir: str, seed: int,
-                  ratios: Sequence[float]) -> tuple[Path, dict[str, list[str]]]:
-  """Reads the stored split, writing a seeded split by `ratios` first if there is none.
-
-  Where: data_dir/list if it holds the split's file; else split_dir if given; else data_dir/list
-  if data_dir is writable; else the default cache folder.
-  """
-  if (root / "list" / f"{split}.txt").is_file():
-    target = root / "list"
-  elif split_dir:
-    target = Path(split_dir).expanduser()
-  elif _writable(root):
-    target = root / "list"
-  else:
-    target = default_cache_dir("whu_cd", root)
-  if all((target / f"{s}.txt").is_file() for s in SPLITS) or target == root / "list" and (
-      target / f"{split}.txt").is_file():
-    return target, {s: read_list(target / f"{s}.txt") for s in SPLITS
-                    if (target / f"{s}.txt").is_file()}
-  present = [s for s in SPLITS if (target / f"{s}.txt").is_file()]
-  if present:
-    # Rewriting only the missing ones could move pairs between splits without anyone noticing.
-    raise DataError(f"incomplete whu_cd split files in {target}: has {', '.join(present)} but not "
-                    f"all of train, val, test; complete or delete them")
-  order = np.random.default_rng(_int_field("split_seed", seed, 0)).permutation(len(ids))
-  if len(ratios) != 3 or min(ratios) < 0 or sum(ratios) <= 0:
-    raise ConfigError(f"config.data.ratios: expected three non-negative numbers (train, val, "
-                      f"test), got {tuple(ratios)}")
-  fractions = np.asarray(ratios, np.float64) / sum(ratios)
-  n_train = round(fractions[0] * len(ids))
-  n_val = round(fractions[1] * len(ids))
-  parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val],
-           "test": order[n_train + n_val:]}
-  names = {s: [ids[i] for i in sorted(idx)] for s, idx in parts.items()}
-  try:
-    for s in SPLITS:
-      text = "".join(f"{i}\n" for i in names[s]).encode()
-      io.atomic_write(target / f"{s}.txt", lambda f, text=text: f.write(text))
-  except OSError as e:
-    raise DataError(f"cannot write the whu_cd split files to {target}: {e.strerror}; "
-                    f"set split_dir to a writable folder") from None
-  return target, names

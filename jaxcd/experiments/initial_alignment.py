@@ -17,7 +17,6 @@ prints a JSON last line with the mean IA per k.
 """
 import csv
 import functools
-import json
 import logging
 import os
 import time
@@ -170,10 +169,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
-  flags.mark_flag_as_required("config")
+  from absl import flags
+
+  from jaxcd import cli
+  cli.define_config_flag("Config file (configs/*.py).")
   flags.DEFINE_string("ks", "2,5,10,20,50,100,200,500", "Comma-separated numbers of clusters.")
   flags.DEFINE_integer("seeds", 8, "Network initialisations: seeds 0..N-1.")
   flags.DEFINE_string("out", "runs/ia", "Output folder for ia.csv and ia.png.")
@@ -181,4 +180,4 @@ if __name__ == "__main__":
   flags.DEFINE_integer("max_samples", 200_000, "Pixel features k-means is fitted on.")
   flags.DEFINE_integer("min_cluster_size", 1, "Clusters below this are repaired (1 = empty only).")
   flags.DEFINE_string("split", "train", "Split whose ground truth IA is measured against.")
-  app.run(main)
+  cli.run_app(main)

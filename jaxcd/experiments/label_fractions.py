@@ -210,13 +210,12 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "Config file (configs/rcl*.py).",
-                                  lock_config=True)
-  flags.mark_flag_as_required("config")
+  from absl import flags
+
+  from jaxcd import cli
+  cli.define_config_flag("Config file (configs/rcl*.py).")
   flags.DEFINE_string("out", "runs/label_fractions",
                       "Output folder (one workdir per run + tables).")
   flags.DEFINE_string("fractions", "10,20,40,100", "Labeled percentages of the training split.")
   flags.DEFINE_string("methods", ",".join(METHODS), "Methods to run: sup_only, rcl.")
-  app.run(main)
+  cli.run_app(main)

@@ -14,7 +14,6 @@ sampled; MAE 0.94/0.95/0.95/0.95/0.10 and 0.24.
 """
 import copy
 import csv
-import json
 import os
 from typing import Sequence
 
@@ -90,11 +89,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
-  flags.mark_flag_as_required("config")
+  from absl import flags
+
+  from jaxcd import cli
+  cli.define_config_flag("Config file (configs/*.py).")
   flags.DEFINE_string("out", "runs/table2", "Output folder (one workdir per setting + tables).")
   flags.DEFINE_string("fractions", "0.01,0.02,0.05,0.1,0.2", "Warm-up fractions, no filter.")
   flags.DEFINE_string("sampled", "0.06", "Warm-up fractions drawn from tiles with >= 3% change.")
-  app.run(main)
+  cli.run_app(main)

@@ -245,8 +245,9 @@ class ModelInference:
 
   def evaluate(self, params, batch_stats, head, source, desc: str) -> dict:
     step = lambda p, bs, batch: self.eval_step(p, bs, head, batch)  # noqa: E731
+    score = lambda a, b: self.score(params, batch_stats, head, a, b)  # noqa: E731
     return steps.evaluate(step, params, batch_stats, source, self.config, self.mesh, desc,
-                          num_classes=self.method.eval_classes)
+                          num_classes=self.method.eval_classes, score=score)
 
   def bind(self, params, batch_stats, head, info: dict | None = None) -> "BoundModel":
     return BoundModel(self, params, batch_stats, head, dict(info or {}))

@@ -317,7 +317,8 @@ class RCL(base.Method):
     self.lab_idx, unl_idx = semi.labeled_split(run.workdir, run.train_src, rc.label_fraction,
                                                c.seed, write=run.is_main)
     if rc.unlabeled_data.get("name"):
-      self.unl_src = source_from_config(rc.unlabeled_data, rc.unlabeled_split)
+      self.unl_src = source_from_config(rc.unlabeled_data, rc.unlabeled_split,
+                                         where="config.rcl.unlabeled_data")
       self.unl_idx = np.arange(len(self.unl_src))
       self._check_unlabeled_source(run.train_src)
     else:

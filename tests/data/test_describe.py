@@ -41,7 +41,8 @@ def test_describe_sztaki():
   assert summary["changed_fraction"] == pytest.approx(changed / (tiles * 256 * 256), rel=1e-9)
   assert set(summary["changed_fraction_by_split"]) == {"train", "val", "test"}
   assert summary["image_size"]["test"] == [256, 256] and summary["bands"]["train"] == 3
-  assert "train: " in out.stdout and "labels" in out.stderr  # human lines, progress bar
+  assert "train: " in out.stdout and "sztaki train" in out.stderr  # human lines, progress bar
+  assert summary["checked"]["train"] == summary["train"] and summary["problems"] == []
 
 
 @pytest.mark.skipif(not LEVIR_BIT.is_dir(), reason=f"shared data not found at {LEVIR_BIT}")
@@ -81,3 +82,57 @@ def test_describe_counts_only_labelled_pixels(tmp_path):
   summary, _ = _describe("--dataset", "folder", "--data_dir", str(tmp_path), "--no_progress")
   assert (summary["train"], summary["val"], summary["test"]) == (2, 2, 2)
   assert summary["changed_fraction"] == pytest.approx(changed / labelled, rel=1e-9)
+
+
+def _folder(root: Path, n: int = 3, size: int = 64) -> Path:
+  rng = np.random.default_rng(1)
+  for k in range(n):
+    for d in ("A", "B"):
+      (root / d).mkdir(parents=True, exist_ok=True)
+      Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+          root / d / f"p{k}.png")
+    (root / "label").mkdir(exist_ok=True)
+    Image.fromarray(np.where(rng.random((size, size)) < 0.2, 2, 1).astype(np.uint8)).save(
+        root / "label" / f"p{k}.png")
+  return root
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "jaxcd.data.describe", "--no_progress", *args],
+                        capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def test_describe_checks_every_pair_and_quick_checks_the_first(tmp_path):
+  root = _folder(tmp_path / "d")
+  args = ("--dataset", "folder", "--data_dir", str(root), "--splits", "all",
+          "--set", "label_encoding=1_2")  # parsed as the string '1_2', not the integer 12
+  good, _ = _describe(*args, "--no_progress")
+  assert good["all"] == 3 and good["checked"]["all"] == 3 and good["problems"] == []
+  # Faults in later pairs: B smaller than A, a truncated A, a zero-byte label.
+  Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(root / "B" / "p1.png")
+  data = (root / "A" / "p2.png").read_bytes()
+  (root / "A" / "p2.png").write_bytes(data[:len(data) // 2])
+  (root / "label" / "p0.png").write_bytes(b"")
+  out = _run(*args)
+  assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+  assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+  problems = [line for line in out.stdout.splitlines() if line.startswith("problem: ")]
+  assert len(problems) == 3, out.stdout
+  for name in (root / "B" / "p1.png", root / "A" / "p2.png", root / "label" / "p0.png"):
+    assert sum(str(name) in p for p in problems) == 1, (name, problems)
+  summary = json.loads(out.stdout.strip().splitlines()[-1])
+  assert len(summary["problems"]) == 3 and summary["checked"]["all"] == 3
+  # --quick decodes the first pair only: its zero-byte label is found, the others are not.
+  out = _run(*args, "--quick")
+  assert out.returncode == 2 and str(root / "label" / "p0.png") in out.stderr
+  assert json.loads(out.stdout.strip().splitlines()[-1])["checked"]["all"] == 1
+
+
+def test_describe_set_takes_declared_options_only(tmp_path):
+  root = _folder(tmp_path / "d", n=1)
+  out = _run("--dataset", "folder", "--data_dir", str(root), "--splits", "all",
+             "--set", "label_encodnig=1_2")
+  assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+  assert "label_encodnig" in out.stderr and "did you mean 'label_encoding'" in out.stderr
+  out = _run("--dataset", "levir_cd", "--data_dir", str(root), "--set", "tile_size=big")
+  assert out.returncode == 2 and "tile_size=big: expected an integer" in out.stderr, out.stderr

@@ -1,5 +1,6 @@
-"""Reading images and labels: every label encoding, odd file types, size and band checks."""
-import struct
+"""Reading images and labels: every label encoding, odd file types, GeoTIFFs of any layout, size
+and band checks."""
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,8 @@ from PIL import Image
 
 from jaxcd.data import io
 from jaxcd.errors import DataError
+
+from .layouts import write_geotiff
 
 RNG = np.random.default_rng(0)
 
@@ -137,42 +140,99 @@ def test_16bit_images_minmax_and_shift(tmp_path):
   np.testing.assert_array_equal(shifted, (x >> 8).astype(np.uint8))
 
 
-def _write_tiff(path: Path, x_HxWxC: np.ndarray):
-  """A minimal uncompressed little-endian TIFF with C >= 4 uint8 samples per pixel."""
-  h, w, c = x_HxWxC.shape
-  data = x_HxWxC.tobytes()
-  bits = struct.pack(f"<{c}H", *[8] * c)
-  extra = struct.pack(f"<{c - 3}H", *[0] * (c - 3))
-  tags = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, c, "bits"), (259, 3, 1, 1), (262, 3, 1, 2),
-          (273, 4, 1, "data"), (277, 3, 1, c), (278, 3, 1, h), (279, 4, 1, len(data)),
-          (284, 3, 1, 1), (338, 3, c - 3, "extra")]
-  ifd = 8
-  bits_at = ifd + 2 + 12 * len(tags) + 4
-  offsets = {"bits": bits_at, "extra": bits_at + len(bits),
-             "data": bits_at + len(bits) + len(extra)}
-  out = b"II*\x00" + struct.pack("<I", ifd) + struct.pack("<H", len(tags))
-  for tag, typ, count, value in tags:
-    if isinstance(value, str):
-      out += struct.pack("<HHII", tag, typ, count, offsets[value])
-    elif typ == 3:
-      out += struct.pack("<HHIHH", tag, typ, count, value, 0)
-    else:
-      out += struct.pack("<HHII", tag, typ, count, value)
-  path.write_bytes(out + struct.pack("<I", 0) + bits + extra + data)
+def _scaled(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+  """The documented min/max scaling to uint8."""
+  return np.rint((x.astype(np.float64) - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
-def test_multiband_tiff_needs_the_geo_extra_or_reads_all_bands(tmp_path):
-  x = RNG.integers(0, 256, (6, 7, 5), dtype=np.uint8)
-  path = tmp_path / "scene.tif"
-  _write_tiff(path, x)
-  try:
-    import rasterio  # noqa: F401
-  except ImportError:
-    with pytest.raises(DataError) as e:
-      io.read_image(path)
-    assert "pip install jaxcd[geo]" in str(e.value) and str(path) in str(e.value)
+@pytest.mark.parametrize("interleave,compress", [("band", "deflate"), ("band", "lzw"),
+                                                 ("pixel", "none"), ("pixel", "deflate")])
+def test_multiband_geotiff_reads_every_band(tmp_path, interleave, compress):
+  # Pillow reads a band-interleaved deflate/LZW TIFF as one band: rasterio reads every TIFF.
+  x = RNG.integers(100, 4000, (64, 48, 13), dtype=np.uint16)
+  path = write_geotiff(tmp_path / "s2.tif", x, interleave=interleave, compress=compress)
+  assert io.image_info(path) == (64, 48, 13) and io.image_size(path) == (64, 48)
+  out = io.read_image(path)
+  assert out.dtype == np.uint8 and out.shape == (64, 48, 13)
+  np.testing.assert_array_equal(out, _scaled(x, x.min(), x.max()))
+  np.testing.assert_array_equal(io.read_image(path, scale="shift"), (x >> 8).astype(np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.float32])
+def test_geotiff_dtypes_and_band_counts(tmp_path, dtype):
+  x = RNG.integers(-50 if dtype != np.uint8 else 0, 200, (20, 30, 5)).astype(dtype)
+  path = write_geotiff(tmp_path / "x.tif", x)
+  out = io.read_image(path)
+  assert out.shape == (20, 30, 5) and io.image_info(path) == (20, 30, 5)
+  np.testing.assert_array_equal(out, x if dtype == np.uint8 else _scaled(x, x.min(), x.max()))
+
+
+def test_geotiff_nodata_takes_no_part_in_the_scaling(tmp_path):
+  x = RNG.uniform(0.1, 0.6, (16, 16, 2)).astype(np.float32)
+  x[:2] = -9999
+  out = io.read_image(write_geotiff(tmp_path / "r.tif", x, nodata=-9999))
+  assert (out[:2] == 0).all()
+  np.testing.assert_array_equal(out[2:], _scaled(x[2:], x[2:].min(), x[2:].max()))
+
+
+def test_geotiff_labels_and_alpha(tmp_path):
+  m = _mask()
+  path = write_geotiff(tmp_path / "cm.tif", m + 1, compress="lzw")  # 1 = no change, 2 = change
+  np.testing.assert_array_equal(io.read_label(path, "1_2"), m)
+  rgba = RNG.integers(0, 256, (20, 30, 4), dtype=np.uint8)
+  _save(tmp_path / "rgba.tif", rgba)  # Pillow marks the fourth band as alpha
+  np.testing.assert_array_equal(io.read_image(tmp_path / "rgba.tif"), rgba[..., :3])
+  assert io.image_info(tmp_path / "rgba.tif") == (20, 30, 3)
+
+
+def test_reading_tiffs_warns_nothing(tmp_path):
+  x = RNG.integers(0, 4000, (8, 8, 13), dtype=np.uint16)
+  path = write_geotiff(tmp_path / "plain.tif", x)  # no georeferencing
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    io.read_image(path)
+    io.image_info(path)
+    io.read_bands([write_geotiff(tmp_path / "b.tif", x[..., 0])], 16, 16)
+  assert not caught, [str(w.message) for w in caught]
+
+
+def test_read_bands_resamples_onto_one_grid(tmp_path):
+  rr, cc = np.mgrid[:60, :60]
+  fine = (1000 + 10 * cc + 3 * rr).astype(np.uint16)
+  coarse = fine.reshape(10, 6, 10, 6).mean(axis=(1, 3))  # a 60 m band of the same ramp
+  files = [write_geotiff(tmp_path / "B02.tif", fine),
+           write_geotiff(tmp_path / "B01.tif", np.rint(coarse).astype(np.uint16))]
+  out = io.read_bands(files, 60, 60)
+  assert out.shape == (60, 60, 2)
+  lo, hi = fine.min(), fine.max()
+  np.testing.assert_array_equal(out[..., 0], _scaled(fine, lo, hi))
+  inner = np.s_[3:-3, 3:-3]  # bilinear rebuilds a ramp exactly away from the borders
+  assert np.abs(out[..., 1][inner].astype(int) - _scaled(fine, lo, hi)[inner]).max() <= 1
+  with pytest.raises(DataError, match="expected one band per file"):
+    io.read_bands([write_geotiff(tmp_path / "two.tif", np.stack([fine, fine], -1))], 60, 60)
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_empty_truncated_and_directory_paths(tmp_path, ext):
+  x = RNG.integers(0, 4000, (64, 64, 3), dtype=np.uint16)
+  path = tmp_path / f"t{ext}"
+  if ext == ".tif":
+    write_geotiff(path, x, compress="none")
   else:
-    np.testing.assert_array_equal(io.read_image(path), x)
+    _save(path, x[..., 0].astype(np.uint8))
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  empty = tmp_path / f"empty{ext}"
+  empty.write_bytes(b"")
+  folder = tmp_path / f"dir{ext}"
+  folder.mkdir()
+  for read in (io.read_image, io.read_label):
+    for p, words in ((path, "cannot read"), (empty, "empty"), (folder, "is a directory")):
+      with pytest.raises(DataError) as e:
+        read(p)
+      msg = str(e.value)
+      assert str(p) in msg and words in msg and "\n" not in msg, msg
+  with pytest.raises(DataError, match="is a directory"):
+    io.image_info(folder)
 
 
 def test_missing_and_corrupt_files_name_the_path(tmp_path):

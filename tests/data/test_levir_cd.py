@@ -1,4 +1,5 @@
-"""The levir_cd source: lazy tiling of the originals, split sizes, pickling, BIT list files."""
+"""The levir_cd source: lazy tiling of the originals, split sizes, pickling, BIT list files, the
+seeded split of tiles without split folders, read-only data."""
 import pickle
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from PIL import Image
 from jaxcd.data import io, make_source
 from jaxcd.data.levir_cd import levir_cd
 
+from .layouts import listing, read_only  # noqa: F401
 from .pair_files import SHARED, _make_pairs
 
 LEVIR_BIT = SHARED / "LEVIR-CD_samples_BIT_CD"
@@ -56,7 +58,7 @@ def test_levir_original_layout_tiles_lazily(levir_1024, monkeypatch):
 def test_levir_split_sizes_and_tile_size(levir_1024):
   root, _ = levir_1024
   for split in ("train", "val", "test"):
-    src = make_source("levir_cd", split, data_dir=str(root), num_bands=3, mean=(0,), std=(1,))
+    src = make_source("levir_cd", split, data_dir=str(root), num_bands=3)
     assert len(src) == 32 and all(i.startswith(f"{split}_") for i in src.ids)
   src = levir_cd("train", data_dir=str(root), tile_size=512)
   assert len(src) == 8 and src[3]["image_a"].shape == (512, 512, 3)
@@ -101,3 +103,31 @@ def test_levir_bit_split_by_name_prefix():
   for split in ("train", "val", "test"):
     src = levir_cd(split, data_dir=str(LEVIR_BIT))
     assert src.ids == [n for n in all_names if n.startswith(split + "_")]
+
+
+def test_levir_tiles_without_split_folders_get_a_stored_seeded_split(tmp_path, isolated_cache):
+  names = [f"tile{k:02d}" for k in range(10)]
+  _make_pairs(tmp_path / "levir", names, 64, 64)
+  root = tmp_path / "levir"
+  before = listing(root)
+  with read_only(root):
+    ids = {s: levir_cd(s, data_dir=str(root), tile_size=32).ids for s in ("train", "val", "test")}
+    images = {s: sorted({i.rsplit("_", 2)[0] for i in v}) for s, v in ids.items()}
+    assert {s: len(v) for s, v in images.items()} == {"train": 7, "val": 1, "test": 2}
+    assert sorted(sum(images.values(), [])) == names  # split by image: no image in two splits
+    assert all(len(v) == 4 * len(images[s]) for s, v in ids.items())  # then tiled
+    assert levir_cd("test", data_dir=str(root), tile_size=32).ids == ids["test"]
+    assert len(levir_cd("all", data_dir=str(root), tile_size=64)) == 10
+    rec = levir_cd("val", data_dir=str(root), tile_size=32)[3]
+    assert rec["image_a"].shape == (32, 32, 3)
+  assert listing(root) == before
+  stored = list(isolated_cache.rglob("test.txt"))
+  assert len(stored) == 1 and stored[0].read_text().split() == images["test"]
+
+
+def test_levir_original_layout_read_only(levir_1024, isolated_cache):
+  root, _ = levir_1024
+  before = listing(root)
+  with read_only(root):
+    levir_cd("test", data_dir=str(root))[0]
+  assert listing(root) == before and not isolated_cache.exists()

@@ -1,10 +1,16 @@
-"""grain pipeline: epochs, process-count invariance, checkpointable iterators, padded eval."""
+"""grain pipeline: epochs, process-count invariance, checkpointable iterators, padded eval
+(padded no further than the device count), image sizes from headers, and training on images of
+different sizes (cropped, or one clear error)."""
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from jaxcd.data import pipeline
+from jaxcd.data.folder import folder
+from jaxcd.data.pairs import Pair, PairListSource
 from jaxcd.errors import ConfigError, DataError
 
 
@@ -164,7 +170,7 @@ def test_worker_processes_give_the_same_batches():
 @pytest.mark.parametrize("n,global_batch,count", [(7, 4, 2), (8, 4, 2), (3, 8, 4), (5, 3, 1)])
 def test_eval_sees_every_example_once(n, global_batch, count):
   src = ArraySource(n, size=16)
-  local = global_batch // count
+  local = pipeline.eval_global_batch(n, global_batch, count) // count
   per_process = [list(pipeline.eval_dataset(src, global_batch_size=global_batch, process_index=p,
                                             process_count=count)) for p in range(count)]
   num = pipeline.eval_num_batches(n, global_batch)
@@ -214,3 +220,128 @@ def test_benchmark_reports_throughput():
                                       num_threads=1, worker_count=0)
   assert stats["batches"] == 3 and stats["seconds"] > 0
   assert stats["pairs_per_s"] == pytest.approx(12 / stats["seconds"])
+
+
+# --- no over-padding of small evaluation splits ----------------------------------------------
+
+@pytest.mark.parametrize("n,batch,multiple,expected", [
+    (1, 32, 1, 1), (1, 32, 8, 8), (3, 32, 2, 4), (20, 32, 8, 24), (32, 32, 8, 32),
+    (33, 32, 8, 32), (5, 6, 4, 6)])
+def test_eval_global_batch(n, batch, multiple, expected):
+  assert pipeline.eval_global_batch(n, batch, multiple) == expected
+
+
+def test_one_image_with_eval_batch_32_is_padded_to_the_device_count_only():
+  import jax
+  (batch,) = list(pipeline.eval_dataset(ArraySource(1, size=8), global_batch_size=32))
+  assert batch["valid"].shape == (jax.device_count(),) and batch["valid"][0]
+  (batch,) = list(pipeline.eval_dataset(ArraySource(1, size=8), global_batch_size=32, multiple=8))
+  assert batch["image_a"].shape == (8, 8, 8, 3) and batch["valid"].sum() == 1
+  # Per process: 2 processes of 4 devices each see 4 rows.
+  parts = [list(pipeline.eval_dataset(ArraySource(3, size=8), global_batch_size=32, multiple=8,
+                                      process_index=p, process_count=2)) for p in range(2)]
+  assert [len(b) for b in parts] == [1, 1] and parts[0][0]["valid"].shape == (4,)
+  assert pipeline.eval_num_batches(1, 32) == 1
+
+
+def test_steps_eval_batches_pad_to_the_mesh_only():
+  from jaxcd import parallel, steps
+  from tests.conftest import tiny_config
+  mesh = parallel.make_mesh()
+  config = tiny_config(**{"input.eval_batch_size": 32})
+  (gb,) = list(steps.eval_batches(config, ArraySource(1, size=8), mesh))
+  assert gb["label"].shape == (mesh.devices.size, 8, 8)
+
+
+# --- image sizes and training on images of different sizes -------------------------------------
+
+def _png(path: Path, x: np.ndarray) -> Path:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(x).save(path)
+  return path
+
+
+def _folder(root: Path, sizes: dict[str, tuple[int, int]]) -> Path:
+  """A folder dataset whose B is 255 - A and whose label is A's red > 127, so any joint
+  transform keeps the three aligned exactly when those relations still hold."""
+  rng = np.random.default_rng(0)
+  for name, (h, w) in sizes.items():
+    a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    _png(root / "A" / f"{name}.png", a)
+    _png(root / "B" / f"{name}.png", 255 - a)
+    _png(root / "label" / f"{name}.png", (a[..., 0] > 127).astype(np.uint8) * 255)
+  return root
+
+
+def test_record_sizes_from_headers_windows_and_views(tmp_path):
+  src = folder("all", data_dir=str(_folder(tmp_path / "d", {"p": (40, 30), "q": (20, 50)})))
+  assert [hw for _, hw in pipeline.record_sizes(src)] == [(40, 30), (20, 50)]
+  sub = pipeline.Subset(src, [1, 1, 0])
+  assert [hw for _, hw in pipeline.record_sizes(sub)] == [(20, 50), (20, 50), (40, 30)]
+  assert pipeline.size_groups(sub) == [((20, 50), [0, 1]), ((40, 30), [2])]
+  # Tiles have their window's size: no file is opened.
+  tiles = PairListSource([Pair("t", Path("/nope/a.png"), Path("/nope/b.png"), None,
+                               (0, 0, 16, 24))], name="x", split="all", layout="x", root=tmp_path)
+  assert pipeline.record_sizes(tiles) == [("/nope/a.png (tile t)", (16, 24))]
+  assert pipeline.record_sizes(ArraySource(2)) is None
+  assert pipeline.size_groups(ArraySource(2, size=8)) == [((8, 8), [0, 1])]
+
+
+def test_mixed_sizes_without_crop_size_fail_before_training_with_one_line(tmp_path):
+  root = _folder(tmp_path / "d", {"a": (64, 64), "b": (64, 64), "c": (96, 80)})
+  src = folder("all", data_dir=str(root))
+  for augment in ("flip_rot", "none", "flip_rot_scale_crop", "flip_rot_crop"):
+    with pytest.raises(ConfigError) as e:
+      pipeline.train_dataset(src, global_batch_size=2, seed=0, augment=augment)
+    assert str(e.value) == (
+        f"training images differ in size ({root / 'A' / 'a.png'} is 64x64, "
+        f"{root / 'A' / 'c.png'} is 80x96); set config.input.crop_size "
+        f"(e.g. --config.input.crop_size=64)")
+  with pytest.raises(ConfigError, match="differ in size"):
+    pipeline.train_dataset(pipeline.Subset(src, [0, 2]), global_batch_size=2, seed=0)
+
+
+@pytest.mark.parametrize("augment", ["flip_rot", "none", "flip_rot_crop", "strong"])
+def test_mixed_sizes_are_cropped_to_crop_size_jointly(tmp_path, augment):
+  root = _folder(tmp_path / "d", {"a": (64, 64), "b": (70, 50), "c": (96, 80)})
+  src = folder("all", data_dir=str(root))
+  ds = pipeline.train_dataset(src, global_batch_size=3, seed=1, augment=augment, crop_size=48)
+  for batch in take(ds, 4):
+    assert batch["image_a"].shape == (3, 48, 48, 3) and batch["label"].shape == (3, 48, 48)
+    if augment != "strong":  # strong recolours A and B independently
+      np.testing.assert_array_equal(batch["image_b"], 255 - batch["image_a"])
+      np.testing.assert_array_equal(batch["label"], batch["image_a"][..., 0] > 127)
+
+
+def test_same_size_non_square_images_keep_their_shape_without_a_crop(tmp_path):
+  src = folder("all", data_dir=str(_folder(tmp_path / "d", {f"p{i}": (40, 64) for i in range(4)})))
+  for augment in ("flip_rot", "flip_rot_scale_crop"):
+    for batch in take(pipeline.train_dataset(src, global_batch_size=2, seed=3, augment=augment),
+                      8):
+      assert batch["image_a"].shape == (2, 40, 64, 3)
+  # With a crop after it the rotation is free again (square crops batch whatever the turn).
+  crops = take(pipeline.train_dataset(src, global_batch_size=2, seed=3, augment="flip_rot_crop",
+                                      crop_size=32), 8)
+  assert {b["image_a"].shape for b in crops} == {(2, 32, 32, 3)}
+
+
+@pytest.mark.slow  # starts a training process
+def test_train_cli_on_mixed_sizes_is_one_error_line(tmp_path):
+  import subprocess
+  import sys
+  for split in ("train", "val"):
+    _folder(tmp_path / "d" / split, {"a": (64, 64), "b": (64, 64), "c": (96, 80)})
+  cfg = tmp_path / "cfg.py"
+  cfg.write_text("from jaxcd.config_base import base_config, on_dataset\n\n\n"
+                 "def get_config():\n  c = base_config()\n"
+                 f"  on_dataset(c, 'folder', {str(tmp_path / 'd')!r})\n"
+                 "  c.input.batch_size = 2\n  c.progress = False\n  return c\n")
+  r = subprocess.run([sys.executable, "-m", "jaxcd.train", "--config", str(cfg), "--workdir",
+                      str(tmp_path / "run")], capture_output=True, text=True, timeout=600,
+                     cwd=Path(__file__).resolve().parents[2])
+  assert r.returncode == 2, r.stderr[-2000:]
+  lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+  a, c = (tmp_path / "d" / "train" / "A" / f"{s}.png" for s in ("a", "c"))
+  assert lines == [f"error: training images differ in size ({a} is 64x64, {c} is 80x96); set "
+                   f"config.input.crop_size (e.g. --config.input.crop_size=64)"], r.stderr[-2000:]
+  assert "Traceback" not in r.stderr

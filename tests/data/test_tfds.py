@@ -42,7 +42,7 @@ def test_folder_dataset_round_trip(tmp_path):
   assert any(f.startswith("folder_cd-train.array_record") for f in files), files
   for split in ("train", "val", "test"):
     built = make_source("tfds", split, tfds_name="folder_cd", data_dir=str(tmp_path / "built"),
-                        num_bands=3, mean=(0,), std=(1,))
+                        num_bands=3)
     _assert_same(built, folder(split, data_dir=str(manual)))
   clone = pickle.loads(pickle.dumps(built))  # grain workers get a copy
   np.testing.assert_array_equal(clone[1]["image_b"], built[1]["image_b"])
