@@ -159,6 +159,8 @@ def _require_dir(data_dir: str | os.PathLike, dataset: str, expected: str,
   if not str(data_dir):
     raise DataError(f"config.data.data_dir is empty; {dataset} expects {expected}")
   path = Path(data_dir).expanduser()
+  if path.exists() and not path.is_dir():
+    raise DataError(f"data_dir {path} is a file, not a folder; {dataset} expects {expected}")
   if not path.is_dir():
     where = f"; the dataset must be obtained from its authors ({origin})" if origin else ""
     raise DataError(f"data_dir {path} does not exist; {dataset} expects {expected}{where}")

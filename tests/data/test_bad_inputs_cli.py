@@ -1,13 +1,16 @@
 """Bad input through the command lines: each case ends in exactly one `error:` line on stderr that
 names the file or field, exit status 2, no traceback.
 
-Cases that only need the data layer run `python -m jaxcd.data.describe` (about a second each);
-those that start `jaxcd.train`, `evaluate` or `predict` (which import JAX) are in the slow tier.
+Cases that only need the data layer run `jaxcd.data.describe`'s `main` in-process (what the
+command runs; an exception escaping it would be the traceback); those that start `jaxcd.train`,
+`evaluate` or `predict` run the command in a subprocess and are in the slow tier.
 `python tests/data/test_bad_inputs_cli.py` prints the cases and their messages as the markdown
 table in docs/bad_inputs.md.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -20,10 +23,10 @@ import pytest
 from PIL import Image
 
 if __package__:
-  from .layouts import OSCD_SIMPLE, write_oscd
+  from .layouts import OSCD_SIMPLE, write_folder, write_geotiff, write_oscd
 else:  # run as a script, to print the docs table
-  sys.path.insert(0, str(Path(__file__).parent))
-  from layouts import OSCD_SIMPLE, write_oscd
+  sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+  from tests.data.layouts import OSCD_SIMPLE, write_folder, write_geotiff, write_oscd
 
 REPO = Path(__file__).resolve().parents[2]
 CASES: dict[str, tuple[Callable[[Path], tuple[list[str], list[str]]], bool, str]] = {}
@@ -45,25 +48,9 @@ def _png(path: Path, x: np.ndarray) -> Path:
   return path
 
 
-def _tif(path: Path, x_HxWxC: np.ndarray, **profile) -> Path:
-  import rasterio
-  path.parent.mkdir(parents=True, exist_ok=True)
-  h, w, c = x_HxWxC.shape
-  with rasterio.open(path, "w", driver="GTiff", height=h, width=w, count=c,
-                     dtype=x_HxWxC.dtype.name, **profile) as ds:
-    ds.write(np.moveaxis(x_HxWxC, -1, 0))
-  return path
-
-
-def _pairs(root: Path, names=("p0", "p1", "p2"), size: int = 64) -> Path:
-  """root/{A,B,label}/<name>.png, valid 0/255 labels."""
-  rng = np.random.default_rng(0)
-  for name in names:
-    _png(root / "A" / f"{name}.png", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-    _png(root / "B" / f"{name}.png", rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-    label = np.zeros((size, size), np.uint8)
-    label[8:24, 8:40] = 255
-    _png(root / "label" / f"{name}.png", label)
+def _pairs(root: Path, names=("p0", "p1", "p2")) -> Path:
+  """root/{A,B,label}/<name>.png, 64x64, valid 0/255 labels."""
+  write_folder(root, "A", "B", names=names)
   return root
 
 
@@ -94,7 +81,7 @@ def missing_data_dir(tmp):
 def data_dir_is_file(tmp):
   f = tmp / "file.txt"
   f.write_text("x")
-  return _describe(f), [str(f)]
+  return _describe(f), [str(f), "is a file, not a folder"]
 
 
 @case("B smaller than A in a later pair")
@@ -107,8 +94,9 @@ def size_mismatch_later_pair(tmp):
 @case("truncated PNG")
 def truncated_png(tmp):
   root = _pairs(tmp / "d")
-  p = root / "A" / "p1.png"
-  p.write_bytes(p.read_bytes()[:200])
+  p = _png(root / "A" / "p1.png",
+           np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+  p.write_bytes(p.read_bytes()[:p.stat().st_size // 2])  # header whole, pixel data cut
   return _describe(root), [str(p)]
 
 
@@ -253,8 +241,7 @@ def band_count_mismatch(tmp):
   root = tmp / "d"
   rng = np.random.default_rng(0)
   for d in ("A", "B"):
-    _tif(root / d / "s.tif", rng.integers(0, 4000, (64, 64, 13), dtype=np.uint16),
-         compress="deflate", interleave="band")
+    write_geotiff(root / d / "s.tif", rng.integers(0, 4000, (64, 64, 13), dtype=np.uint16))
   _png(root / "label" / "s.png", np.zeros((64, 64), np.uint8))
   return _describe(root, "--set", "num_bands=3"), [str(root / "A" / "s.tif"), "13 bands",
                                                    "num_bands"]
@@ -264,7 +251,7 @@ def band_count_mismatch(tmp):
 def a_b_band_mismatch(tmp):
   root = _pairs(tmp / "d", names=("p0",))
   (root / "B" / "p0.png").unlink()
-  p = _tif(root / "B" / "p0.tif", np.zeros((64, 64, 5), np.uint8) + 9)
+  p = write_geotiff(root / "B" / "p0.tif", np.zeros((64, 64, 5), np.uint8) + 9)
   return _describe(root), [str(root / "A" / "p0.png"), str(p), "band mismatch"]
 
 
@@ -281,9 +268,8 @@ def corrupt_tif(tmp):
 def truncated_geotiff(tmp):
   root = _pairs(tmp / "d", names=("p0",))
   (root / "B" / "p0.png").unlink()
-  p = _tif(root / "B" / "p0.tif", np.random.default_rng(0).integers(0, 256, (64, 64, 3),
-                                                                   dtype=np.uint8),
-           compress="deflate", interleave="band")
+  x = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+  p = write_geotiff(root / "B" / "p0.tif", x)  # band-interleaved, deflate
   p.write_bytes(p.read_bytes()[:600])
   return _describe(root), [str(p)]
 
@@ -417,6 +403,15 @@ def predict_bad_pairs_file(tmp):
 
 def run_case(name: str, tmp: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
   argv, expected = CASES[name][0](tmp)
+  if argv[0] == "jaxcd.data.describe":
+    from jaxcd.data import describe
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+      try:
+        rc = describe.main(argv[1:])
+      except SystemExit as e:  # argparse
+        rc = e.code
+    return subprocess.CompletedProcess(argv, rc, out.getvalue(), err.getvalue()), expected
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   out = subprocess.run([sys.executable, "-m", *argv], capture_output=True, text=True, cwd=REPO,
                        env=env, timeout=600)
@@ -452,5 +447,6 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as d:
       out, _ = run_case(name, Path(d))
       line = error_line(out).replace(d, "…")
-      command = "describe" if "describe" in out.args[2] else out.args[2].split(".")[-1]
+      module = out.args[0] if out.args[0].startswith("jaxcd.") else out.args[2]
+      command = module.split(".")[-1]
       print(f"| {what} | {command} | `{line}` |".replace("\n", " "))
