@@ -92,6 +92,55 @@ def contrastive_loss(logits_real_BxHxWxK: jax.Array, logits_nochange_BxHxWxK: ja
   return total / jnp.maximum(jnp.sum(valid), 1)
 
 
+def snunet_loss(outputs: dict[str, jax.Array], labels_BxHxW: jax.Array, *,
+                class_weights: Sequence[float] = (), ignore_label: int = 255,
+                eps: float = 1e-7) -> tuple[jax.Array, dict]:
+  """SNUNet-CD's `hybrid_loss`: CE (its FocalLoss with gamma 0: unweighted, the official
+  `class_weights` are ()) + Dice, where
+  Dice = 1 - mean over classes of 2 sum(p t) / (sum(p + t) + eps), p = softmax, t = one-hot,
+  summed over the batch and all pixels. Ignored pixels count in neither term."""
+  logits = outputs["logits"]
+  ce = cross_entropy(logits, labels_BxHxW, class_weights=class_weights, ignore_label=ignore_label)
+  valid = (labels_BxHxW != ignore_label)[..., None]
+  p = jax.nn.softmax(logits.astype(jnp.float32), axis=-1) * valid
+  t = jax.nn.one_hot(jnp.where(valid[..., 0], labels_BxHxW, 0), logits.shape[-1]) * valid
+  inter_K = jnp.sum(p * t, axis=(0, 1, 2))
+  card_K = jnp.sum(p + t, axis=(0, 1, 2))
+  dice = 1.0 - jnp.mean(2.0 * inter_K / (card_K + eps))
+  return ce + dice, {"ce": ce, "dice": dice}
+
+
+def dsamnet_loss(outputs: dict[str, jax.Array], labels_BxHxW: jax.Array, *,
+                 class_weights: Sequence[float] = (), ignore_label: int = 255, margin: float = 2.0,
+                 w_dice: float = 0.1) -> tuple[jax.Array, dict]:
+  """DSAMNet's training loss (official train.py, loss/BCL.py, loss/DiceLoss.py):
+  BCL(distance) + w_dice * 0.5 * (Dice(ds2) + Dice(ds3)).
+  BCL, batch-balanced contrastive: sum_unchanged d^2 / (n_unchanged + 1e-4)
+  + sum_changed max(0, margin - d)^2 / (n_changed + 1e-4) on the full-resolution 'distance'.
+  Dice: a sigmoid (not a softmax) per channel against the one-hot label; per sample and class
+  1 - (sum p t + 1) / (sum p^2 + t^2 + 1), averaged over batch and classes. Ignored pixels
+  count nowhere (the official labels have none)."""
+  if len(class_weights):
+    raise ConfigError("config.loss.class_weights: the dsamnet loss (BCL + Dice) has no class weights")
+  labels = labels_BxHxW.astype(jnp.int32)
+  valid = labels != ignore_label
+  changed, unchanged = valid & (labels == 1), valid & (labels == 0)
+  d = outputs["distance"].astype(jnp.float32)
+  l_unchanged = jnp.sum(jnp.where(unchanged, d * d, 0.0)) / (jnp.sum(unchanged) + 1e-4)
+  l_changed = jnp.sum(jnp.where(changed, jnp.square(jnp.maximum(margin - d, 0.0)), 0.0))
+  bcl = l_unchanged + l_changed / (jnp.sum(changed) + 1e-4)
+  mask = valid[..., None]
+
+  def dice(logits):
+    p = jax.nn.sigmoid(logits.astype(jnp.float32)) * mask
+    t = jax.nn.one_hot(jnp.where(valid, labels, 0), logits.shape[-1]) * mask
+    num_BxK = jnp.sum(p * t, axis=(1, 2)) + 1.0
+    den_BxK = jnp.sum(p * p + t * t, axis=(1, 2)) + 1.0
+    return jnp.mean(1.0 - num_BxK / den_BxK)
+  ds = 0.5 * (dice(outputs["ds2"]) + dice(outputs["ds3"]))
+  return bcl + w_dice * ds, {"bcl": bcl, "dice": ds}
+
+
 def from_config(loss_config) -> Callable[[dict, jax.Array], tuple[jax.Array, dict]]:
   """(outputs, labels) -> (loss, parts) of a config's `loss` block: `name` "ce" (the default,
   class-weighted cross-entropy of `logits`) or the `<name>_loss` of this module with the block's

@@ -34,3 +34,5 @@ def _import_all():
   from jaxcd.models import fc_ef_res  # noqa: F401
   from jaxcd.models import bit  # noqa: F401
   from jaxcd.models import rcr  # noqa: F401
+  from jaxcd.models import snunet  # noqa: F401
+  from jaxcd.models import dsamnet  # noqa: F401
