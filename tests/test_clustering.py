@@ -210,6 +210,7 @@ def test_label_dtype_and_nearest_centroid_on_device():
   np.testing.assert_array_equal(cl.nearest_centroid_np(x, c), brute)
 
 
+@pytest.mark.slow  # 15-60 s of compiling on 2 cores; the fast tier keeps this module's cheaper tests
 def test_with_the_cdcluster_network():
   from jaxcd.models import get_model
   model = get_model("cdcluster", num_clusters=4, features=6)

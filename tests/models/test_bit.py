@@ -70,6 +70,7 @@ def test_bit_param_count():
   assert count_params(v["params"]) + unused == 12_402_506
 
 
+@pytest.mark.slow  # 15-60 s of compiling on 2 cores; the fast tier keeps this module's cheaper tests
 def test_bit_shapes_and_differencing():
   model = get_model("bit")
   rng = np.random.default_rng(0)
@@ -164,6 +165,7 @@ def test_init_backbone_loads_torchvision_resnet18_into_bit(tmp_path):
                                 sd["layer1.0.bn1.running_var"])
 
 
+@pytest.mark.slow  # 15-60 s of compiling on 2 cores; the fast tier keeps this module's cheaper tests
 def test_init_backbone_errors(tmp_path):
   x = jnp.zeros((1, 32, 32, 3))
   v = jax.device_get(get_model("bit").init(jax.random.key(0), x, x))

@@ -74,7 +74,7 @@ def test_registered_and_param_count_matches_the_derivation():
   assert count_params(v["params"]) == derived_count(1, 2, feat=8, k=7)
 
 
-@pytest.mark.parametrize("bands", [1, 3, 4])
+@pytest.mark.parametrize("bands", [pytest.param(1, marks=pytest.mark.slow), 3, 4])  # 1: 11 s
 def test_any_band_count_shapes_and_features_path(bands):
   model = get_model("cdcluster", num_clusters=5, features=8, num_classes=2)
   v = init(model, bands)
@@ -154,6 +154,7 @@ def test_cbam_gates_in_unit_interval_and_shapes():
   assert y.shape == x.shape and (np.abs(y) <= np.abs(np.asarray(x)) + 1e-6).all()
 
 
+@pytest.mark.slow  # 15-60 s of compiling on 2 cores; the fast tier keeps this module's cheaper tests
 def test_reinit_head_only_touches_the_top_layer():
   model = get_model("cdcluster", num_clusters=6)
   params = init(model)["params"]

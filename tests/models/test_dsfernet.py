@@ -75,6 +75,7 @@ def test_parameter_count_is_the_official_one():
   assert set(v) == {"params", "batch_stats"}
 
 
+@pytest.mark.slow  # 15-60 s of compiling on 2 cores; the fast tier keeps this module's cheaper tests
 def test_size_independent_layernorm_variant():
   counts = {s: count_params(_shapes(DsferNet(layernorm="c"), s)["params"]) for s in (64, 128, 256)}
   assert len(set(counts.values())) == 1
@@ -115,6 +116,7 @@ def test_forward_shapes_eval_and_train(pair, variables):
   assert _rel(swapped["logits"], out["logits"]) > 1e-4
 
 
+@pytest.mark.slow  # 15-60 s of compiling on 2 cores; the fast tier keeps this module's cheaper tests
 def test_bfloat16_compute_tracks_float32(pair, variables):
   a, b = pair
   f32 = jax.jit(DsferNet(input_size=S).apply)(variables, a, b)
@@ -128,6 +130,7 @@ def test_registry():
   assert isinstance(get_model("dsfernet", input_size=128), DsferNet)
 
 
+@pytest.mark.slow  # 15-60 s of compiling on 2 cores; the fast tier keeps this module's cheaper tests
 def test_gradients_reach_every_parameter(pair, variables):
   a, b = pair
   model = DsferNet(input_size=S)

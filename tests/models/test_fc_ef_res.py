@@ -53,6 +53,7 @@ def test_param_count_matches_the_authors_layers():
   assert count_params(v4["params"]) == fresunet_param_count(bands=4)
 
 
+@pytest.mark.slow  # 15-60 s of compiling on 2 cores; the fast tier keeps this module's cheaper tests
 def test_shapes_even_and_odd_and_train_mode_updates_stats():
   model = get_model("fc_ef_res")
   rng = np.random.default_rng(0)

@@ -86,6 +86,7 @@ def small():
   return variables, a, b, both
 
 
+@pytest.mark.slow  # 15-60 s of compiling on 2 cores; the fast tier keeps this module's cheaper tests
 def test_shapes_train_and_eval(small):
   variables, a, b, both = small
   out, (out_t, upd) = both(variables, a, b)
@@ -111,6 +112,7 @@ def test_siamese_symmetry(small):
                              atol=1e-6)
 
 
+@pytest.mark.slow  # 15-60 s of compiling on 2 cores; the fast tier keeps this module's cheaper tests
 def test_bfloat16_runs():
   model = RCRNet(width=8, dtype=jnp.bfloat16)
   variables = random_variables(model, (1, 32, 32, 3))

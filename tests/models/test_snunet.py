@@ -54,6 +54,7 @@ def test_param_count_matches_the_torch_reference():
     assert count_params(_abstract(get_model("snunet", width=width))["params"]) == ref
 
 
+@pytest.mark.slow  # 15-60 s of compiling on 2 cores; the fast tier keeps this module's cheaper tests
 def test_shapes_and_siamese_sharing():
   model = get_model("snunet", width=4)
   a = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
@@ -90,7 +91,7 @@ def test_snunet_loss_is_ce_plus_dice():
                              rtol=1e-6)
 
 
-@pytest.mark.parametrize("width", [4, 32])
+@pytest.mark.parametrize("width", [4, pytest.param(32, marks=pytest.mark.slow)])  # 32: 10 s
 def test_parity_with_the_torch_reference(width):
   torch = pytest.importorskip("torch", reason=TORCH_REASON)
   from jaxcd.weights import snunet_from_official
