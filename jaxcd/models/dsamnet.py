@@ -24,18 +24,15 @@ import jax.numpy as jnp
 from jaxcd.models.dsfernet import resize_bilinear_align_corners
 from jaxcd.models.layers import batch_norm
 from jaxcd.models.registry import register
-from jaxcd.models.resnet import kaiming_fan_out
+from jaxcd.models.resnet import _conv as resnet_conv
 
 _STAGES = ((64, 2, 1), (128, 2, 2), (256, 2, 2))  # (width, blocks, stride) of layer1-3
 _MG_DILATIONS = (2, 4, 8)  # layer4: multi-grid (1, 2, 4) x dilation 2 (output stride 16)
 
 
-def _conv(features: int, kernel: int, dtype: Any, name: str, strides: int = 1, dilation: int = 1,
-          use_bias: bool = False) -> nn.Conv:
-  pad = dilation * (kernel - 1) // 2
-  return nn.Conv(features, (kernel, kernel), strides=strides, padding=((pad, pad), (pad, pad)),
-                 kernel_dilation=dilation, use_bias=use_bias, kernel_init=kaiming_fan_out,
-                 dtype=dtype, name=name)
+def _conv(features: int, kernel: int, dtype: Any, name: str, strides: int = 1,
+          dilation: int = 1) -> nn.Conv:
+  return resnet_conv(features, kernel, strides, dilation, dtype, name)
 
 
 class BasicBlock(nn.Module):

@@ -10,25 +10,14 @@ from jaxcd import losses
 from jaxcd.models import get_model
 from jaxcd.models.layers import count_params
 
+from .variables import abstract_variables, random_variables
+
 TORCH_REASON = "torch not installed (pip install 'jaxcd[torch]'); parity needs the PyTorch reference"
 OFFICIAL = 16_950_728  # the official DSAMNet() measured in torch (reference/rivals.md)
 
 
-def _abstract(model, hw=(64, 64), bands=3):
-  x = jax.ShapeDtypeStruct((1, *hw, bands), jnp.float32)
-  return jax.eval_shape(lambda a, b: model.init(jax.random.key(0), a, b, train=False), x, x)
-
-
-def _random_variables(model):
-  """Random variables of the model's shapes without `model.init` (a minute on the busy CPU)."""
-  rng = np.random.default_rng(0)
-  fill = lambda path, s: (np.ones(s.shape, np.float32) if path[-1].key in ("var", "scale")  # noqa: E731
-                          else 0.1 * rng.standard_normal(s.shape).astype(np.float32))
-  return jax.tree_util.tree_map_with_path(fill, _abstract(model))
-
-
 def test_param_count_matches_the_official_code_and_paper():
-  n = count_params(_abstract(get_model("dsamnet"))["params"])
+  n = count_params(abstract_variables(get_model("dsamnet"))["params"])
   assert n == OFFICIAL
   assert round(n / 1e6, 2) == 16.95  # Dsfer-Net Table II
 
@@ -52,7 +41,7 @@ def test_output_shapes(hw):
 def test_train_step_updates_batch_stats_and_logits_threshold_the_distance():
   model = get_model("dsamnet")
   a = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
-  v = _random_variables(model)
+  v = random_variables(model)
   out, upd = model.apply(v, a, a[::-1], train=True, mutable=["batch_stats"],
                          rngs={"dropout": jax.random.key(2)})
   assert set(upd["batch_stats"]) == set(v["batch_stats"])
@@ -104,7 +93,7 @@ def test_parity_with_the_torch_reference():
   ref.eval()
   model = get_model("dsamnet")
   variables = dsamnet_from_official({k: v.numpy() for k, v in ref.state_dict().items()},
-                                    _abstract(model))
+                                    abstract_variables(model))
   rng = np.random.default_rng(0)
   a, b = (rng.standard_normal((2, 3, 64, 64)).astype(np.float32) for _ in range(2))
   with torch.no_grad():

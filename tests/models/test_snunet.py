@@ -10,20 +10,9 @@ from jaxcd import losses
 from jaxcd.models import get_model
 from jaxcd.models.layers import count_params
 
+from .variables import abstract_variables, random_variables
+
 TORCH_REASON = "torch not installed (pip install 'jaxcd[torch]'); parity needs the PyTorch reference"
-
-
-def _abstract(model, hw=(64, 64), bands=3):
-  x = jax.ShapeDtypeStruct((1, *hw, bands), jnp.float32)
-  return jax.eval_shape(lambda a, b: model.init(jax.random.key(0), a, b, train=False), x, x)
-
-
-def _random_variables(model):
-  """Random variables of the model's shapes without `model.init` (a minute on the busy CPU)."""
-  rng = np.random.default_rng(0)
-  fill = lambda path, s: (np.ones(s.shape, np.float32) if path[-1].key in ("var", "scale")  # noqa: E731
-                          else 0.1 * rng.standard_normal(s.shape).astype(np.float32))
-  return jax.tree_util.tree_map_with_path(fill, _abstract(model))
 
 
 def nested_count(width: int, bands: int = 3, k: int = 2) -> int:
@@ -41,7 +30,7 @@ def nested_count(width: int, bands: int = 3, k: int = 2) -> int:
 
 @pytest.mark.parametrize("width,paper_millions", [(16, 3.01), (32, 12.03)])
 def test_param_count_matches_the_official_layer_list_and_paper(width, paper_millions):
-  n = count_params(_abstract(get_model("snunet", width=width))["params"])
+  n = count_params(abstract_variables(get_model("snunet", width=width))["params"])
   assert n == nested_count(width)  # 32: 12,034,978; 16: 3,012,178
   assert round(n / 1e6, 2) == paper_millions  # SNUNet-CD paper, Table (SNUNet-CD/16, /32)
 
@@ -51,14 +40,14 @@ def test_param_count_matches_the_torch_reference():
   from tests.torch_reference.snunet_ref import SNUNetECAM
   for width in (8, 32):
     ref = sum(p.numel() for p in SNUNetECAM(width=width).parameters())
-    assert count_params(_abstract(get_model("snunet", width=width))["params"]) == ref
+    assert count_params(abstract_variables(get_model("snunet", width=width))["params"]) == ref
 
 
 @pytest.mark.slow  # 15-60 s of compiling on 2 cores; the fast tier keeps this module's cheaper tests
 def test_shapes_and_siamese_sharing():
   model = get_model("snunet", width=4)
   a = jax.random.normal(jax.random.key(1), (2, 64, 64, 3))
-  v = _random_variables(model)
+  v = random_variables(model)
   out, upd = model.apply(v, a, a[::-1], train=True, mutable=["batch_stats"])
   assert out["logits"].shape == (2, 64, 64, 2) and out["logits"].dtype == jnp.float32
   assert set(upd["batch_stats"]) == set(v["batch_stats"])
@@ -108,7 +97,7 @@ def test_parity_with_the_torch_reference(width):
   ref.eval()
   sd = {k: v.numpy() for k, v in ref.state_dict().items()}
   model = get_model("snunet", width=width)
-  variables = snunet_from_official(sd, _abstract(model))
+  variables = snunet_from_official(sd, abstract_variables(model))
   rng = np.random.default_rng(0)
   a, b = (rng.standard_normal((2, 3, 64, 64)).astype(np.float32) for _ in range(2))
   with torch.no_grad():
