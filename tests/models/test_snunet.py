@@ -85,15 +85,10 @@ def test_parity_with_the_torch_reference(width):
   torch = pytest.importorskip("torch", reason=TORCH_REASON)
   from jaxcd.weights import snunet_from_official
   from tests.torch_reference.snunet_ref import SNUNetECAM
+  from tests.torch_reference import randomize_batch_norm
   torch.manual_seed(0)
   ref = SNUNetECAM(width=width)
-  with torch.no_grad():  # non-trivial BatchNorm statistics, so eval mode exercises them
-    for m in ref.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        m.running_mean.uniform_(-0.2, 0.2)
-        m.running_var.uniform_(0.5, 1.5)
-        m.weight.uniform_(0.5, 1.5)
-        m.bias.uniform_(-0.2, 0.2)
+  randomize_batch_norm(ref)
   ref.eval()
   sd = {k: v.numpy() for k, v in ref.state_dict().items()}
   model = get_model("snunet", width=width)
