@@ -11,6 +11,12 @@ pseudo-labels (`save(..., extra=...)`, read back with `restore_extra`). Writes a
 (orbax writes to a temporary directory and renames), so a run killed at any moment leaves the
 previous checkpoints valid.
 
+Saves are asynchronous by default (`config.async_checkpoints`): `save` returns once the arrays are
+copied to host and the data and meta items are captured, and orbax writes and commits in a
+background thread while training goes on (the next save waits for it). Every read of a
+`Checkpointer` (restores, step lists) and `close` first waits for its saves in flight, so what is
+read back is always committed; the trainer closes its checkpointer also on an error.
+
 A checkpoint damaged afterwards (a truncated data file, garbled or zeroed metadata) is not the
 end of a run: every restore without an explicit step takes the newest checkpoint whose items all
 read back, and reports each one skipped in one warning line (its directory and the error).
@@ -43,12 +49,12 @@ _ITEMS = ("state", "meta", "extra", "data")  # what a resumed run needs of one s
 CORRUPT = ".corrupt"  # suffix of a checkpoint renamed aside
 
 
-def _manager(directory: str, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
+def _manager(directory: str, keep: int, read_only: bool = False,
+             async_save: bool = False) -> ocp.CheckpointManager:
   opts = ocp.CheckpointManagerOptions(
       preservation_policy=ocp.checkpoint_managers.LatestN(keep),
-      # Synchronous saves: a save returns once the checkpoint is committed, so the SIGKILL
-      # guarantee is simple; saves are rare compared with steps.
-      enable_async_checkpointing=False,
+      # Async or not, a step is committed by renaming its temporary directory, after its writes.
+      enable_async_checkpointing=async_save,
       # Readers open with create=False and never save (orbax's read_only mode only adds warnings).
       create=not read_only)
   # Explicit handlers: metadata can be read before restoring (no "could not be restored" noise).
@@ -63,33 +69,47 @@ def _manager(directory: str, keep: int, read_only: bool = False) -> ocp.Checkpoi
 class Checkpointer:
   """Latest-N checkpoints for resuming plus the best-by-validation one."""
 
-  def __init__(self, workdir: str, keep: int = 2):
+  def __init__(self, workdir: str, keep: int = 2, async_save: bool = False):
     self.workdir = workdir
-    self.latest = _manager(os.path.join(workdir, LATEST), keep)
-    self.best = _manager(os.path.join(workdir, BEST), 1)
+    self.latest = _manager(os.path.join(workdir, LATEST), keep, async_save=async_save)
+    self.best = _manager(os.path.join(workdir, BEST), 1, async_save=async_save)
     self._extra: tuple | None = None  # (which, step, extra) of the last `restore`
 
   def save(self, step: int, state: Any, data: Any = None, meta: dict | None = None,
            best: bool = False, extra: dict[str, np.ndarray] | None = None) -> None:
-    """Saves `step` unless that step is already committed there. A run killed between two saves
-    of one step (best/<s> written, checkpoints/<s> not) re-trains to step s on resume, with the
-    same data order and keys, so the committed checkpoint already holds that state: keeping it
-    never opens a window in which the only copy is half-written."""
+    """Saves `step` unless that step is already committed (or being committed) there. A run
+    killed between two saves of one step (best/<s> written, checkpoints/<s> not) re-trains to
+    step s on resume, with the same data order and keys, so the committed checkpoint already
+    holds that state: keeping it never opens a window in which the only copy is half-written.
+    `state` may change (or be donated) as soon as this returns, `data` too (its state is read
+    here); `extra` arrays are written later and must not be modified in place."""
     mngr = self.best if best else self.latest
     if step in mngr.all_steps():
       return
     mngr.save(step, args=_save_args(state, data, meta or {}, extra), force=True)
 
+  def wait(self) -> None:
+    """Returns once every save of this checkpointer is committed (re-raising a failed one)."""
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
   def latest_step(self) -> int | None:
+    self.wait()
     return self.latest.latest_step()
 
   def best_step(self) -> int | None:
+    self.wait()
     return self.best.latest_step()
+
+  def all_steps(self, which: str = LATEST) -> list[int]:
+    self.wait()
+    return list(self._manager(which).all_steps())
 
   def restore(self, abstract_state: Any, step: int | None = None, which: str = LATEST):
     """(state, meta, step) of a checkpoint, or None if there is none. By default the newest that
     reads back whole (state, meta, extra and data), renaming corrupt ones aside; the `extra` read
     with it is what `restore_extra(step)` then returns."""
+    self.wait()
     mngr = self._manager(which)
     if step is None:
       got = _first_good(self.workdir, [(which, mngr)], abstract_state, _ITEMS, quarantine=True)
@@ -104,6 +124,7 @@ class Checkpointer:
   def restore_best(self, abstract_state: Any):
     """(state, meta, step, which) of the best checkpoint, or of the newest good latest one if
     best/ has none or only a corrupt one (renamed aside, with a warning). None if there is none."""
+    self.wait()
     got = _first_good(self.workdir, [(BEST, self.best), (LATEST, self.latest)], abstract_state,
                       ("state", "meta"), quarantine=True)
     if got is None:
@@ -114,6 +135,7 @@ class Checkpointer:
   def restore_data(self, step: int, iterator: Any) -> bool:
     """Sets `iterator` (a grain iterator or `pipeline.Streams`) to its state saved at `step`;
     False if that checkpoint holds none. `restore` of that step has checked it reads back."""
+    self.wait()
     if "data" not in os.listdir(_step_dir(self.latest, step)):
       return False
     self.latest.restore(step, args=ocp.args.Composite(
@@ -122,6 +144,7 @@ class Checkpointer:
 
   def restore_extra(self, step: int | None = None, which: str = LATEST) -> dict | None:
     """The `extra` item of a checkpoint as a dict of numpy arrays (None if it has none)."""
+    self.wait()
     mngr = self._manager(which)
     step = mngr.latest_step() if step is None else step
     if step is None:
@@ -134,14 +157,31 @@ class Checkpointer:
     return self.best if which == BEST else self.latest
 
   def close(self) -> None:
-    self.latest.close()
-    self.best.close()
+    """Waits for the saves in flight (orbax's `close` does), then releases the managers."""
+    try:
+      self.latest.close()
+    finally:
+      self.best.close()
+
+
+class _DataState:
+  """An iterator's state read at save time, for grain's handler: an async save must store the
+  state at its step, not whatever the iterator reached when the save's items are written."""
+
+  def __init__(self, iterator: Any):
+    state = iterator.get_state()
+    # grain's own iterators give a dict (its handler writes it as JSON), `Streams` bytes.
+    self.state = state if isinstance(state, bytes) else json.dumps(state, indent=4).encode()
+
+  def get_state(self) -> bytes:
+    return self.state
 
 
 def _save_args(state, data, meta, extra=None):
+  meta = json.loads(json.dumps(meta))  # a copy: the caller's dicts keep changing
   items = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
   if data is not None:
-    items["data"] = grain.checkpoint.CheckpointSave(data)
+    items["data"] = grain.checkpoint.CheckpointSave(_DataState(data))
   if extra is not None:
     items["extra"] = ocp.args.StandardSave({k: np.asarray(v) for k, v in extra.items()})
   return ocp.args.Composite(**items)

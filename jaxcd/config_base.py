@@ -73,6 +73,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every = 250  # validation every N steps; the best val F1 is kept
   c.checkpoint_every = 250
   c.keep_checkpoints = 2  # latest checkpoints kept besides the best one
+  # Checkpoint writes overlap the next steps (orbax's async save; read-backs wait for them).
+  # False: each save returns once committed.
+  c.async_checkpoints = True
   c.eval_splits = ("test",)  # splits evaluated with the best checkpoint at the end
   c.distributed = False  # call jax.distributed.initialize() (set by launch/ scripts)
   c.progress = True  # tqdm progress bar on process 0

@@ -15,8 +15,12 @@ from jaxcd.state import TrainState, apply_model
 
 def make_train_step(model, tx, loss_fn, normalize, base_key, mesh, state_shardings):
   """Jitted (state, batch) -> (state, metrics): the state donated, the batch split over `data`."""
+  # The key as host data: a device array closed over would be read back when the step is traced,
+  # an implicit transfer inside the loop's transfer guard.
+  key_data, key_impl = jax.device_get(jax.random.key_data(base_key)), jax.random.key_impl(base_key)
+
   def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-    rng = jax.random.fold_in(base_key, state.step)
+    rng = jax.random.fold_in(jax.random.wrap_key_data(key_data, impl=key_impl), state.step)
     a, b = normalize(batch["image_a"]), normalize(batch["image_b"])
 
     def lossf(params):

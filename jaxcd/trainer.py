@@ -10,6 +10,10 @@ its state, steps, data and hooks; the loop owns everything else:
 
 A run resumes in the last stage that has a checkpoint (earlier stages are complete), and a later
 stage saves a checkpoint before its first step, so a kill between stages resumes there.
+Each step (next batch, its transfer, the dispatch, the late metrics read) runs under
+`jax.transfer_guard("disallow")`: only explicit transfers (`device_put` of the batch,
+`device_get` of the metrics), so an implicit one is an error instead of a silent stall. Hooks,
+validation and saves run outside it.
 Loop fields (`num_steps`, `eval_every`, `checkpoint_every`, `log_every`) are checked once here.
 """
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from jaxcd import checkpointing, parallel, state as state_lib, writers
 from jaxcd.data import source_from_config
@@ -84,7 +89,9 @@ class TrainLogger:
 
   def __init__(self, config, writer, sched, bar, stage: Stage, start: int,
                fields: Callable[[int], dict]):
-    self.writer, self.sched, self.bar, self.fields = writer, sched, bar, fields
+    self.writer, self.bar, self.fields = writer, bar, fields
+    # The stage's whole schedule read once: logging a row then needs no device round trip.
+    self.lrs = jax.device_get(jax.jit(jax.vmap(sched))(jnp.arange(stage.steps)))
     self.log_every, self.batch_size = config.log_every, config.input.batch_size
     self.last, self.offset = stage.last, stage.offset
     self.t_last, self.n_last = time.perf_counter(), stage.offset + start
@@ -95,7 +102,7 @@ class TrainLogger:
     now = time.perf_counter()
     rate = (row["step"] - self.n_last) * self.batch_size / max(now - self.t_last, 1e-9)
     self.t_last, self.n_last = now, row["step"]
-    lr = float(self.sched(row["step"] - self.offset - 1))
+    lr = float(self.lrs[row["step"] - self.offset - 1])
     self.writer.write({**row, "split": "train", **self.fields(row["step"]), "lr": lr,
                        "pairs_per_s": round(rate, 2)})
     self.bar.set_postfix(loss=f"{row['loss']:.4f}")
@@ -107,7 +114,8 @@ def due(step: int, every: int, last: bool) -> bool:
 
 def checkpointer(config, workdir: str, stage: Stage) -> checkpointing.Checkpointer:
   return checkpointing.Checkpointer(os.path.join(workdir, stage.directory),
-                                    keep=config.keep_checkpoints)
+                                    keep=config.keep_checkpoints,
+                                    async_save=bool(config.async_checkpoints))
 
 
 def make_run(config, workdir: str, method: Method) -> Run:
@@ -175,8 +183,16 @@ def train_and_evaluate(config, workdir: str, method: Method | None = None) -> di
 
 
 def run_stage(run: Run, method: Method, stage: Stage, save_at_start: bool = False) -> None:
+  ck = checkpointer(run.config, run.workdir, stage)
+  try:
+    _run_stage(run, method, stage, ck, save_at_start)
+  finally:
+    ck.close()  # also on an error or an interrupt: the save in flight is committed
+
+
+def _run_stage(run: Run, method: Method, stage: Stage, ck: checkpointing.Checkpointer,
+               save_at_start: bool) -> None:
   c, workdir = run.config, run.workdir
-  ck = checkpointer(c, workdir, stage)
   tx, sched = method.optimizer(run, stage)
   state = method.init_state(run, stage, tx)
   watch = LossWatch(workdir)
@@ -214,9 +230,10 @@ def run_stage(run: Run, method: Method, stage: Stage, save_at_start: bool = Fals
 
   for s in range(start + 1, stage.steps + 1):
     g = stage.offset + s
-    batch = parallel.to_global(next(loop.data), run.mesh)
-    loop.state, m = train_step(loop.state, batch)
-    log(watch.push(g, m))
+    with jax.transfer_guard("disallow"):
+      batch = parallel.to_global(next(loop.data), run.mesh)
+      loop.state, m = train_step(loop.state, batch)
+      log(watch.push(g, m))
     bar.update(1)
     last = s == stage.steps
     if due(s, stage.eval_every, last) or method.eval_now(stage, s):
@@ -228,7 +245,6 @@ def run_stage(run: Run, method: Method, stage: Stage, save_at_start: bool = Fals
       save(g)
   sync()
   bar.close()
-  ck.close()
 
 
 def validate(run: Run, method: Method, loop: Loop, step: int, bar) -> None:

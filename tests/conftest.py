@@ -79,14 +79,17 @@ def last_json(stdout: str) -> dict:
   return json.loads(stdout.strip().splitlines()[-1])
 
 
-def kill_when(cmd: list[str], path: Path | str, timeout: float = 600) -> None:
+def kill_when(cmd: list[str], path, timeout: float = 600) -> None:
   """Starts `cmd` from the repository root and SIGKILLs it as soon as `path` exists (e.g. a
-  committed checkpoint); fails if the run ended before it could be killed."""
+  committed checkpoint; a glob pattern; or a function of no arguments that returns True when
+  it is time); fails if the run ended before it could be killed."""
+  import glob
   import signal
   import time
+  due = path if callable(path) else lambda: bool(glob.glob(str(path)))
   proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + timeout
-  while not os.path.exists(path) and proc.poll() is None and time.time() < deadline:
+  while not due() and proc.poll() is None and time.time() < deadline:
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
   proc.wait()

@@ -313,10 +313,10 @@ class CDCluster(base.Method):
         or self.config.cdcluster.get("change_map_from", "pseudo") != "predictions"):
       return {}
     # Refit the map from the network's current predictions on the labeled warm-up tiles.
-    counts = np.zeros((self.k, 2), np.int64)
-    for b in steps.eval_batches(self.config, Subset(run.train_src, self.lab_idx), run.mesh):
-      counts += np.asarray(jax.device_get(
-          self.count_step(loop.state.params, loop.state.batch_stats, b)), np.int64)
+    st = loop.state
+    batches = steps.eval_batches(self.config, Subset(run.train_src, self.lab_idx), run.mesh)
+    pending = [self.count_step(st.params, st.batch_stats, b) for b in batches]  # all dispatched
+    counts = np.sum(jax.device_get(pending), axis=0, dtype=np.int64)
     cmap = change_map_from_counts(counts, self.config.cdcluster.change_rule)
     loop.meta.method["change_map"] = cmap.tolist()
     return {"labeled_f1": round(f1_of_map(counts, cmap), 4),

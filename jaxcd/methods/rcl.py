@@ -244,15 +244,20 @@ def make_stability_step(model, normalize, ignore_label: int, mesh):
 
 
 def stability_pass(stability_step, snapshots, best, source, config, mesh) -> dict[str, np.ndarray]:
-  """Runs `stability_step` over all of `source` (every pair once): arrays in source order."""
+  """Runs `stability_step` over all of `source` (every pair once): arrays in source order. Every
+  batch is dispatched before any result is read, so the device never waits for the host."""
   n = len(source)
   ds = pipeline.eval_dataset(source, global_batch_size=config.input.eval_batch_size,
                              process_index=jax.process_index(), process_count=jax.process_count())
-  out: dict[str, np.ndarray] = {}
   bar = writers.progress(config, pipeline.eval_num_batches(n, config.input.eval_batch_size), 0,
                          "reliability")
+  pending = []
   for batch in ds:
-    r = jax.device_get(stability_step(snapshots, best, parallel.to_global(batch, mesh)))
+    pending.append(stability_step(snapshots, best, parallel.to_global(batch, mesh)))
+    bar.update(1)
+  bar.close()
+  out: dict[str, np.ndarray] = {}
+  for r in jax.device_get(pending):
     keep = np.asarray(r["valid"], bool)
     idx = np.asarray(r["index"])[keep]
     for k in ("stability", "ious", "pseudo", "confusion"):
@@ -260,8 +265,6 @@ def stability_pass(stability_step, snapshots, best, source, config, mesh) -> dic
       if k not in out:
         out[k] = np.zeros((n,) + v.shape[1:], v.dtype)
       out[k][idx] = v
-    bar.update(1)
-  bar.close()
   return out
 
 
@@ -333,7 +336,8 @@ class RCL(base.Method):
     steps1 = stage_steps(rc, 1, len(self.lab_idx), c.input.batch_size)
     steps2 = stage_steps(rc, 2, len(self.unl_idx), self.n_u) if self.semi else 0
     self.snaps = snapshot_steps(steps1) if self.semi else []
-    self.snap_ck = (checkpointing.Checkpointer(os.path.join(run.workdir, SNAPSHOT_DIR), keep=3)
+    self.snap_ck = (checkpointing.Checkpointer(os.path.join(run.workdir, SNAPSHOT_DIR), keep=3,
+                                               async_save=bool(c.async_checkpoints))
                     if self.semi else None)
     weak = augment_lib.make_augment(c.input.augment, c.input.crop_size)
     nochange = rc.nochange if self.contrastive else ""
@@ -437,7 +441,7 @@ class RCL(base.Method):
     abstract = state_lib.create_state(run.model, tx, run.sample_shape, self.config.seed, run.mesh,
                                       abstract=True)
     best = self._stage1_best(run, abstract)
-    if best is None or not set(self.snaps) <= set(self.snap_ck.latest.all_steps()):
+    if best is None or not set(self.snaps) <= set(self.snap_ck.all_steps()):
       raise DataError(f"{workdir}: stage 1 finished without its snapshots {self.snaps} or "
                       f"best model ({SNAPSHOT_DIR}/, {STAGE1_DIR}/best/): delete the workdir "
                       "and rerun")
