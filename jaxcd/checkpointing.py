@@ -42,6 +42,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxcd import storage
 from jaxcd.errors import DataError, one_line
 
 LATEST, BEST = "checkpoints", "best"
@@ -63,7 +64,7 @@ def _manager(directory: str, keep: int, read_only: bool = False,
                   # Declared up front: a manager's items are fixed at its first save, and `extra`
                   # first appears in a later one (e.g. after CDCluster's first clustering).
                   extra=ocp.StandardCheckpointHandler())
-  return ocp.CheckpointManager(os.path.abspath(directory), options=opts, item_handlers=handlers)
+  return ocp.CheckpointManager(storage.absolute(directory), options=opts, item_handlers=handlers)
 
 
 class Checkpointer:
@@ -71,8 +72,8 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int = 2, async_save: bool = False):
     self.workdir = workdir
-    self.latest = _manager(os.path.join(workdir, LATEST), keep, async_save=async_save)
-    self.best = _manager(os.path.join(workdir, BEST), 1, async_save=async_save)
+    self.latest = _manager(storage.join(workdir, LATEST), keep, async_save=async_save)
+    self.best = _manager(storage.join(workdir, BEST), 1, async_save=async_save)
     self._extra: tuple | None = None  # (which, step, extra) of the last `restore`
 
   def save(self, step: int, state: Any, data: Any = None, meta: dict | None = None,
@@ -136,7 +137,7 @@ class Checkpointer:
     """Sets `iterator` (a grain iterator or `pipeline.Streams`) to its state saved at `step`;
     False if that checkpoint holds none. `restore` of that step has checked it reads back."""
     self.wait()
-    if "data" not in os.listdir(_step_dir(self.latest, step)):
+    if "data" not in _listdir(_step_dir(self.latest, step)):
       return False
     self.latest.restore(step, args=ocp.args.Composite(
         data=grain.checkpoint.CheckpointRestore(iterator)))
@@ -204,7 +205,11 @@ class _Captured:
 
 
 def _step_dir(mngr: ocp.CheckpointManager, step: int) -> str:
-  return os.path.join(str(mngr.directory), str(step))
+  return storage.join(str(mngr.directory), str(step))
+
+
+def _listdir(directory: str) -> list[str]:
+  return [p.name for p in storage.path(directory).iterdir()]
 
 
 def _host_target(mngr: ocp.CheckpointManager, step: int, item: str) -> Any:
@@ -255,7 +260,7 @@ def _read(mngr: ocp.CheckpointManager, step: int, abstract_state: Any,
   """The `items` of one step (`extra` and `data` where it has them): `state` into
   `abstract_state` (None: as saved, numpy), `extra` as numpy, `data` only checked."""
   _silence_echoes(mngr)
-  present = os.listdir(_step_dir(mngr, step))
+  present = _listdir(_step_dir(mngr, step))
   args = {}
   if "state" in items:
     target = _host_target(mngr, step, "state") if abstract_state is None else abstract_state
@@ -316,7 +321,7 @@ def _newest_good(mngr: ocp.CheckpointManager, abstract_state: Any, items: Sequen
     except _Corrupt as e:
       path = _step_dir(mngr, step)
       if quarantine:
-        done = f"renamed to {os.path.basename(_set_aside(mngr, path))}"
+        done = f"renamed to {_set_aside(mngr, path).rsplit('/', 1)[-1]}"
       else:
         done = "skipped"
       logging.warning("corrupt checkpoint %s (%s): %s", path, e, done)
@@ -328,12 +333,12 @@ def _set_aside(mngr: ocp.CheckpointManager, path: str) -> str:
   """Renames a corrupt step to `<step>.corrupt[.n]`: kept for inspection, but out of orbax's sight,
   so it no longer counts as committed and a later save of that step is not skipped."""
   aside, n = path + CORRUPT, 1
-  while os.path.exists(aside):
+  while storage.path(aside).exists():
     aside, n = f"{path}{CORRUPT}.{n}", n + 1
   if jax.process_index() == 0:
-    os.rename(path, aside)
+    storage.path(path).rename(aside)  # on an object store a copy, then a delete
   if jax.process_count() > 1:
-    ocp.multihost.sync_global_processes(f"jaxcd_set_aside_{os.path.basename(path)}")
+    ocp.multihost.sync_global_processes(f"jaxcd_set_aside_{path.rsplit('/', 1)[-1]}")
   mngr.reload()
   return aside
 
@@ -348,18 +353,23 @@ def _first_good(workdir: str, managers: Sequence[tuple[str, ocp.CheckpointManage
     if got is not None:
       return (*got, which)
   if problems:
-    names = ", ".join(os.path.relpath(p, workdir) for p, _ in problems)
+    names = ", ".join(_relative(p, workdir) for p, _ in problems)
     done = ("renamed aside to <step>.corrupt, so a rerun starts afresh" if quarantine
             else "left in place")
     raise DataError(f"no checkpoint in {workdir} reads back: {names} corrupt ({done}); "
-                    f"{os.path.relpath(problems[0][0], workdir)}: {problems[0][1]}")
+                    f"{_relative(problems[0][0], workdir)}: {problems[0][1]}")
   return None
+
+
+def _relative(p: str, workdir: str) -> str:
+  return os.path.relpath(p, storage.absolute(workdir)) if not storage.is_remote(p) else \
+      p[len(str(workdir).rstrip("/")) + 1:]
 
 
 def latest_step(workdir: str) -> int | None:
   """The newest committed step of WORKDIR/checkpoints, read without creating anything."""
-  directory = os.path.join(workdir, LATEST)
-  if not os.path.isdir(directory):
+  directory = storage.join(workdir, LATEST)
+  if not storage.path(directory).is_dir():
     return None
   mngr = _manager(directory, 1, read_only=True)
   try:
@@ -371,11 +381,13 @@ def latest_step(workdir: str) -> int | None:
 def restore_for_inference(workdir: str, abstract_state: Any, prefer: str = BEST):
   """(state, meta, step, which) of the preferred checkpoint (best or latest), falling back to the
   other kind; corrupt ones are skipped with a warning and left in place."""
-  if not os.path.isdir(workdir):
+  if storage.is_remote(workdir):
+    storage.check_remote(str(workdir))
+  if not storage.path(workdir).is_dir():
     raise DataError(f"workdir {workdir} does not exist: train first (python -m jaxcd.train --config C --workdir {workdir})")
-  managers = [(which, _manager(os.path.join(workdir, which), 1, read_only=True))
+  managers = [(which, _manager(storage.join(workdir, which), 1, read_only=True))
               for which in (prefer, LATEST if prefer == BEST else BEST)
-              if os.path.isdir(os.path.join(workdir, which))]
+              if storage.path(storage.join(workdir, which)).is_dir()]
   try:
     got = _first_good(workdir, managers, abstract_state, ("state", "meta"), quarantine=False)
   finally:
@@ -396,13 +408,13 @@ def abstract_like(tree: Any) -> Any:
 def load_numpy(workdir: str, step: int | None = None, which: str = LATEST) -> tuple[dict, int]:
   """The `state` item of a checkpoint as a dict of numpy arrays (any topology), and its step.
   For inspection, tests and export; training restores with `Checkpointer.restore`."""
-  directory = os.path.abspath(os.path.join(workdir, which))
+  directory = storage.absolute(storage.join(workdir, which))
   mngr = _manager(directory, 1, read_only=True)
   step = mngr.latest_step() if step is None else step
   mngr.close()
   if step is None:
     raise DataError(f"no checkpoint in {directory}")
-  path = os.path.join(directory, str(step), "state")
+  path = storage.join(directory, str(step), "state")
   ckptr = ocp.PyTreeCheckpointer()
   md = ckptr.metadata(path)
   tree = md.item_metadata.tree if hasattr(md, "item_metadata") else md

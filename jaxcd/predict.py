@@ -27,7 +27,7 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image
 
-from jaxcd import cli, sliding
+from jaxcd import cli, sliding, storage
 from jaxcd.data import io, pairs as data_pairs
 from jaxcd.errors import ConfigError, DataError
 
@@ -293,10 +293,12 @@ def predict_pairs(config, workdir: str, pairs: Sequence[Pair], out_dir: str | Pa
   rgb_bands(config.data.num_bands, shown)  # a bad field fails before the model loads
   precheck(pairs)
   source = pair_source(config, pairs)
-  out_dir = Path(out_dir)
-  if out_dir.exists() and not out_dir.is_dir():
+  if storage.is_remote(out_dir):
+    storage.check_remote(str(out_dir))
+  if storage.path(out_dir).is_file():
     raise DataError(f"--out {out_dir} exists and is not a folder")
-  out_dir.mkdir(parents=True, exist_ok=True)
+  stage = storage.Staged(out_dir)  # written here, uploaded after each pair for a gs:// --out
+  local_dir = Path(stage.local)
 
   predict_fn, info = load_predictor(config, workdir, tile, checkpoint)
   results = []
@@ -310,16 +312,18 @@ def predict_pairs(config, workdir: str, pairs: Sequence[Pair], out_dir: str | Pa
     change_HxW = (prob_HxW > threshold).astype(np.uint8)  # > 0.5 is the argmax of two classes
     rgb_a, rgb_b = display_images([a, b], shown)
     over = overlay(label, change_HxW) if label is not None else overlay_on_image(rgb_b, change_HxW)
-    paths = {"change": out_dir / f"{stem}_change.png", "prob": out_dir / f"{stem}_prob.png",
-             "overlay": out_dir / f"{stem}_overlay.png", "panel": out_dir / f"{stem}_panel.png"}
+    paths = {"change": local_dir / f"{stem}_change.png", "prob": local_dir / f"{stem}_prob.png",
+             "overlay": local_dir / f"{stem}_overlay.png", "panel": local_dir / f"{stem}_panel.png"}
     Image.fromarray(change_HxW * np.uint8(255)).save(paths["change"])
     Image.fromarray(np.rint(prob_HxW * 255).astype(np.uint8)).save(paths["prob"])
     Image.fromarray(over).save(paths["overlay"])
     save_panel(paths["panel"], rgb_a, rgb_b, change_HxW * np.uint8(255), over, title=stem)
     geo = georeference(pair.a)
     if geo is not None:
-      paths["change_tif"] = write_geotiff(out_dir / f"{stem}_change.tif",
+      paths["change_tif"] = write_geotiff(local_dir / f"{stem}_change.tif",
                                           change_HxW * np.uint8(255), *geo)
+    stage.upload()
+    paths = {k: storage.join(str(out_dir), v.name) if stage.remote else v for k, v in paths.items()}
     res: dict[str, Any] = {"a": str(pair.a), "b": str(pair.b),
                            **{k: str(v) for k, v in paths.items()},
                            "changed_fraction": round(float(change_HxW.mean()), 6)}

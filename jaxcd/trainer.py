@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
-from jaxcd import checkpointing, parallel, state as state_lib, writers
+from jaxcd import checkpointing, parallel, state as state_lib, storage, writers
 from jaxcd.data import source_from_config
 from jaxcd.data.normalize import make_normalizer
 from jaxcd.errors import ConfigError, TrainingError
@@ -113,7 +112,7 @@ def due(step: int, every: int, last: bool) -> bool:
 
 
 def checkpointer(config, workdir: str, stage: Stage) -> checkpointing.Checkpointer:
-  return checkpointing.Checkpointer(os.path.join(workdir, stage.directory),
+  return checkpointing.Checkpointer(storage.join(workdir, stage.directory),
                                     keep=config.keep_checkpoints,
                                     async_save=bool(config.async_checkpoints))
 
@@ -162,6 +161,7 @@ def train_and_evaluate(config, workdir: str, method: Method | None = None) -> di
   else:
     check_loop_config(config)
     method.check_config()
+  storage.check_workdir(workdir)
   run = make_run(config, workdir, method)
   try:
     stages = method.stages(run) if method.trains else []
@@ -171,7 +171,7 @@ def train_and_evaluate(config, workdir: str, method: Method | None = None) -> di
                           "the method's stage lengths must give >= 1)")
     first = 0  # the last stage with a checkpoint: the ones before it are complete
     for i, stage in enumerate(stages):
-      if checkpointing.latest_step(os.path.join(workdir, stage.directory)) is not None:
+      if checkpointing.latest_step(storage.join(workdir, stage.directory)) is not None:
         first = i
     for i, stage in enumerate(stages):
       if i >= first:
@@ -206,6 +206,7 @@ def _run_stage(run: Run, method: Method, stage: Stage, ck: checkpointing.Checkpo
     sync()
     ck.save(step, loop.state, loop.data, loop.meta.to_json(),
             extra=method.checkpoint_extra(loop, best=False))
+    run.writer.flush()  # a resumed run finds the rows up to its checkpoint
   loop.sync, loop.save = sync, save
 
   # The newest checkpoint that reads back whole; corrupt ones are renamed aside with a warning.

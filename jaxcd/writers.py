@@ -1,5 +1,8 @@
 """Run logs: WORKDIR/metrics.jsonl (one JSON object per line) and TensorBoard event files
-(tensorboardX, so no TensorFlow is needed). Only the writing process (process 0) writes."""
+(tensorboardX, so no TensorFlow is needed). Only the writing process (process 0) writes. For a
+gs:// workdir both are written to a local staging folder and uploaded at each `flush` (the
+trainer flushes at every checkpoint), at evaluation rows, at most every `UPLOAD_EVERY_S` for
+training rows, and at `close`."""
 import json
 import math
 import os
@@ -8,6 +11,10 @@ from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from jaxcd import storage
+
+UPLOAD_EVERY_S = 30.0
 
 
 def _jsonable(v: Any) -> Any:
@@ -27,14 +34,17 @@ def _jsonable(v: Any) -> Any:
 class MetricWriter:
   def __init__(self, workdir: str, enabled: bool = True, tensorboard: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, "metrics.jsonl")
     self._tb = None
     if enabled:
-      os.makedirs(workdir, exist_ok=True)
+      storage.path(workdir).mkdir(parents=True, exist_ok=True)
+      self._stage = storage.Staged(workdir)
+      self._stage.download("metrics.jsonl")  # a resumed run appends to the rows it has
+      self.path = os.path.join(self._stage.local, "metrics.jsonl")
       self._f = open(self.path, "a", buffering=1)
       if tensorboard:
         from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+        self._tb = SummaryWriter(os.path.join(self._stage.local, "tb"))
+      self._uploaded = time.monotonic()
 
   def write(self, row: dict[str, Any]) -> None:
     """Appends `row` (+ wall time); its numeric scalars also go to TensorBoard as split/key."""
@@ -50,6 +60,9 @@ class MetricWriter:
           continue
         if isinstance(v, (int, float)) and math.isfinite(v):
           self._tb.add_scalar(f"{prefix}/{k}", v, row["step"])
+    if self._stage.remote and (row.get("split", "train") != "train"
+                               or time.monotonic() - self._uploaded > UPLOAD_EVERY_S):
+      self.flush()
 
   def truncate_after(self, step: int) -> None:
     """Drops rows logged after `step` (a resumed run re-does those steps) and the final
@@ -57,32 +70,39 @@ class MetricWriter:
     if not self.enabled:
       return
     self._f.close()
-    rows = [r for r in read_metrics(os.path.dirname(self.path))
+    rows = [r for r in _read_rows(self.path)
             if r.get("step", 0) <= step and "checkpoint" not in r]
     with open(self.path, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in rows)
     self._f = open(self.path, "a", buffering=1)
 
   def flush(self) -> None:
+    """Everything written so far reaches the workdir (uploaded, for a remote one)."""
     if self.enabled:
       self._f.flush()
       if self._tb is not None:
         self._tb.flush()
+      self._stage.upload()
+      self._uploaded = time.monotonic()
 
   def close(self) -> None:
     if self.enabled:
       self._f.close()
       if self._tb is not None:
         self._tb.close()
+      self._stage.upload()
+
+
+def _read_rows(path) -> list[dict[str, Any]]:
+  p = storage.path(path)
+  if not p.exists():
+    return []
+  return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
 def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """All rows of WORKDIR/metrics.jsonl (empty if absent)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """All rows of WORKDIR/metrics.jsonl (empty if absent); the workdir may be a gs:// URL."""
+  return _read_rows(storage.join(workdir, "metrics.jsonl"))
 
 
 def progress(config, total: int, initial: int = 0, desc: str = "", leave: bool = True):

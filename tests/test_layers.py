@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "jaxcd"
 
 # Lowest first. A module's layer is the first rule whose prefix matches its dotted name.
 LAYERS = (
-    ("foundation", ("jaxcd.errors", "jaxcd.parallel", "jaxcd.writers")),
+    ("foundation", ("jaxcd.errors", "jaxcd.storage", "jaxcd.parallel", "jaxcd.writers")),
     ("data", ("jaxcd.data", "jaxcd.config_base")),  # configs declare their source's options
     ("models", ("jaxcd.models", "jaxcd.weights")),
     ("losses, metrics, state, steps", ("jaxcd.losses", "jaxcd.metrics", "jaxcd.clustering",

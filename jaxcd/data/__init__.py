@@ -4,10 +4,12 @@ A source is a sequence (`len(src)`, `src[i]`) of records
   {'image_a': uint8 HxWxC, 'image_b': uint8 HxWxC, 'label': uint8 HxW in {0, 1, 255}, 'id': str}
 (255 = ignore). Sources are registered by name and built from a config's `data` block:
 `make_source(name, split, **fields)`. Every problem with the files raises `jaxcd.errors.DataError`
-with a one-line message naming the file or field.
+with a one-line message naming the file or field. A `data_dir` in an object store (gs://) is
+read from a local copy (`jaxcd.storage.local_copy`), made on first use.
 """
 from typing import Any, Sequence
 
+from jaxcd import storage
 from jaxcd.data import registry
 from jaxcd.data.registry import (SOURCES as _SOURCES, SPLITS, PairSource,  # noqa: F401
                                  register_source)
@@ -18,6 +20,8 @@ def make_source(name: str, split: str, where: str = "config.data", **kwargs: Any
   """Source `name` for `split`; options it does not declare, or of the wrong type, are a
   ConfigError naming `<where>.<option>`."""
   registry.check_options(_known(name), kwargs, where)
+  if storage.is_remote(kwargs.get("data_dir", "")):
+    kwargs["data_dir"] = storage.local_copy(kwargs["data_dir"], f"{where}.data_dir")
   return _SOURCES[name](split=split, **kwargs)
 
 

@@ -19,6 +19,7 @@ Decisions:
 """
 from __future__ import annotations
 
+import io as io_lib
 import os
 import stat
 import tempfile
@@ -33,6 +34,7 @@ from PIL import Image
 from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
+from jaxcd import storage
 from jaxcd.errors import DataError, one_line
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -389,8 +391,17 @@ def _fmt(values: np.ndarray, limit: int = 8) -> str:
   return "{" + ", ".join(map(str, v)) + more + "}"
 
 
-def atomic_write(path: Path, write) -> None:
-  """Writes via a temporary file + rename, so concurrent processes never see half a file."""
+def atomic_write(path, write) -> None:
+  """Writes via a temporary file + rename, so concurrent processes never see half a file. On an
+  object store (a gs:// path) one upload of the whole object is atomic already."""
+  if storage.is_remote(path):
+    buf = io_lib.BytesIO()
+    write(buf)
+    p = storage.path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(buf.getvalue())
+    return
+  path = Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
   try:

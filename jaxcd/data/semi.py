@@ -18,11 +18,11 @@ image_a, image_b and label) and stays pixel-aligned with the pair; `split_compan
 import dataclasses
 import json
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from jaxcd import storage
 from jaxcd.data import io
 from jaxcd.data.augment import Augment, StrongAugment
 from jaxcd.errors import ConfigError, DataError
@@ -71,12 +71,12 @@ def write_index_file(path: str | os.PathLike, indices: Sequence[int], ids: Seque
   for row, i in enumerate(indices):
     extra = "".join(f"\t{columns[c][row]}" for c in columns)
     lines.append(f"{int(i)}\t{ids[int(i)] if ids else ''}{extra}\n")
-  io.atomic_write(Path(path), lambda f: f.write("".join(lines).encode()))
+  io.atomic_write(path, lambda f: f.write("".join(lines).encode()))
 
 
 def read_index_file(path: str | os.PathLike) -> np.ndarray:
   """The indices (first column) of a split file."""
-  path = Path(path)
+  path = storage.path(path)
   try:
     rows = [line.split("\t")[0] for line in path.read_text().splitlines() if line.strip()]
     return np.asarray([int(r) for r in rows], np.int64)
@@ -89,7 +89,7 @@ def labeled_split(workdir: str, source: Any, fraction: float, seed: int,
   """(labeled, unlabeled) indices of `source`: read from WORKDIR/splits if there, else drawn
   (`draw_labeled`) and written there (when `write`: process 0 only). A stored split drawn
   otherwise is an error, not redrawn."""
-  d = Path(workdir) / SPLIT_DIR
+  d = storage.path(workdir) / SPLIT_DIR
   n, ids = len(source), source_ids(source)
   meta_path = d / "split.json"
   want = {"label_fraction": float(fraction), "seed": int(seed), "num_train": n}

@@ -48,10 +48,10 @@ in its stage: stage 2 reads its reliable set back from the workdir. Final rows: 
 each stage on `eval_splits`, with `"checkpoint": "best"` and its `stage`.
 """
 import logging
+import io as io_lib
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -60,7 +60,7 @@ import numpy as np
 import optax
 
 from jaxcd import checkpointing, losses, metrics as metrics_lib, parallel, state as state_lib
-from jaxcd import steps as steps_lib, writers
+from jaxcd import steps as steps_lib, storage, writers
 from jaxcd.data import augment as augment_lib, io, pipeline, semi, source_from_config
 from jaxcd.errors import ConfigError, DataError
 from jaxcd.methods import base
@@ -299,10 +299,10 @@ def reliability_row(res: dict[str, np.ndarray], reliable: np.ndarray) -> dict[st
 
 
 def load_reliability(workdir: str) -> dict[str, np.ndarray] | None:
-  path = os.path.join(workdir, PSEUDO_FILE)
-  if not os.path.exists(path):
+  path = storage.path(storage.join(workdir, PSEUDO_FILE))
+  if not path.exists():
     return None
-  with np.load(path) as z:
+  with np.load(io_lib.BytesIO(path.read_bytes())) as z:
     return {k: z[k] for k in z.files}
 
 
@@ -336,7 +336,7 @@ class RCL(base.Method):
     steps1 = stage_steps(rc, 1, len(self.lab_idx), c.input.batch_size)
     steps2 = stage_steps(rc, 2, len(self.unl_idx), self.n_u) if self.semi else 0
     self.snaps = snapshot_steps(steps1) if self.semi else []
-    self.snap_ck = (checkpointing.Checkpointer(os.path.join(run.workdir, SNAPSHOT_DIR), keep=3,
+    self.snap_ck = (checkpointing.Checkpointer(storage.join(run.workdir, SNAPSHOT_DIR), keep=3,
                                                async_save=bool(c.async_checkpoints))
                     if self.semi else None)
     weak = augment_lib.make_augment(c.input.augment, c.input.crop_size)
@@ -423,7 +423,7 @@ class RCL(base.Method):
   # --- reliability ---
 
   def _stage1_best(self, run, abstract):
-    ck = checkpointing.Checkpointer(os.path.join(run.workdir, STAGE1_DIR), keep=1)
+    ck = checkpointing.Checkpointer(storage.join(run.workdir, STAGE1_DIR), keep=1)
     try:
       return ck.restore(abstract, which=checkpointing.BEST)
     finally:
@@ -463,11 +463,11 @@ class RCL(base.Method):
            "snapshot_steps": np.asarray(self.snaps), "best_step": np.int64(best_step)}
     if run.is_main:
       ids = semi.source_ids(self.unl_src)
-      d = os.path.join(workdir, semi.SPLIT_DIR)
+      d = storage.join(workdir, semi.SPLIT_DIR)
       for name, m in (("reliable", reliable), ("unreliable", ~reliable)):
-        semi.write_index_file(os.path.join(d, f"{name}.txt"), self.unl_idx[m], ids,
+        semi.write_index_file(storage.join(d, f"{name}.txt"), self.unl_idx[m], ids,
                               {"stability": [f"{v:.6f}" for v in res["stability"][m]]})
-      io.atomic_write(Path(workdir) / PSEUDO_FILE, lambda f: np.savez(f, **out))
+      io.atomic_write(storage.join(workdir, PSEUDO_FILE), lambda f: np.savez(f, **out))
     if not any(r.get("split") == "reliable" for r in writers.read_metrics(workdir)):
       run.writer.write(row)
     logging.info("reliability: %d reliable / %d unreliable pairs (stability %s / %s)",

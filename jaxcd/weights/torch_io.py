@@ -5,6 +5,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from jaxcd import storage
 from jaxcd.errors import DataError, one_line
 
 
@@ -19,8 +20,9 @@ def _to_numpy(key: str, value: Any, path: Path) -> np.ndarray:
 
 
 def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
-  """Reads a state dict from `.pth`/`.pt` (needs torch), `.safetensors` or `.npz` as numpy arrays."""
-  path = Path(path)
+  """Reads a state dict from `.pth`/`.pt` (needs torch), `.safetensors` or `.npz` as numpy arrays;
+  a gs:// file is read from its local copy."""
+  path = Path(storage.local_copy(path, "weight file"))
   if not path.is_file():
     raise DataError(f"{path}: checkpoint file not found")
   suffix = path.suffix.lower()
