@@ -31,6 +31,7 @@ With nothing good left the result is one `DataError` line naming every checkpoin
 in a checkpoint that reads back as saved (e.g. a config whose model does not fit it) is no
 corruption: it propagates and nothing is renamed.
 """
+import hashlib
 import json
 import logging
 import os
@@ -57,7 +58,11 @@ def _manager(directory: str, keep: int, read_only: bool = False,
       # Async or not, a step is committed by renaming its temporary directory, after its writes.
       enable_async_checkpointing=async_save,
       # Readers open with create=False and never save (orbax's read_only mode only adds warnings).
-      create=not read_only)
+      create=not read_only,
+      # Async saves end in a barrier of all processes keyed by the step: best/<s> and
+      # checkpoints/<s> in flight together would share (and deadlock on) one key without this.
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix=hashlib.sha1(str(directory).encode()).hexdigest()[:12]))
   # Explicit handlers: metadata can be read before restoring (no "could not be restored" noise).
   handlers = dict(state=ocp.StandardCheckpointHandler(), meta=ocp.JsonCheckpointHandler(),
                   data=grain.checkpoint.CheckpointHandler(),

@@ -93,13 +93,15 @@ def declare_options(data: ml_collections.ConfigDict) -> None:
 
 
 def on_dataset(c: ml_collections.ConfigDict, name: str, data_dir: str = "") -> None:
-  """Points `c.data` at source `name`: drops the options of the previous source that `name`
-  does not take (so `--config.data.num_train=...` fails loudly instead of being ignored), sets
-  data_dir and declares the new source's options. Pipeline fields (mean, std, band_order,
-  num_bands) are kept."""
+  """Points `c.data` at source `name`: drops the previous source's options (so
+  `--config.data.num_train=...` fails loudly instead of being ignored, and an option both take,
+  e.g. `ratios`, gets the new source's default rather than the old one's value), sets data_dir
+  and declares the new source's options. Pipeline fields (mean, std, band_order, num_bands) are
+  kept."""
   from jaxcd.data import source_options
   from jaxcd.data.registry import PIPELINE_FIELDS
-  keep = set(source_options(name)) | set(PIPELINE_FIELDS) | {"num_bands"}
+  source_options(name)  # an unknown name fails here, naming config.data.name
+  keep = set(PIPELINE_FIELDS) | {"num_bands"}
   for k in list(c.data.keys()):
     if k not in keep:
       del c.data[k]

@@ -15,6 +15,7 @@ it, and tensorstore is pointed at the same endpoint.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import logging
 import os
 import socket
@@ -47,6 +48,11 @@ def _configure() -> None:
     fsspec.config.conf.setdefault("gs", {}).setdefault("token", "anon")
   # gcsfs asks each bucket for its type with the default credentials and logs when it cannot.
   logging.getLogger("gcsfs").setLevel(logging.ERROR)
+  # No cached listings: other processes (a run's other hosts, a resumed run) write checkpoints
+  # the cache would not show.
+  if importlib.util.find_spec("fsspec"):
+    import fsspec
+    fsspec.config.conf.setdefault("gs", {}).setdefault("cache_timeout", 0)
 
 
 _configure()  # before anything imports gcsfs
@@ -64,7 +70,13 @@ def path(p) -> epath.Path:
   """An epath for `p`."""
   if is_remote(p):
     _configure()
+    _require_gcsfs(str(p))
   return epath.Path(p)
+
+
+def _require_gcsfs(where: str) -> None:
+  if importlib.util.find_spec("gcsfs") is None:
+    raise StorageError(f"{where}: gs:// paths need gcsfs: pip install 'jaxcd[gcs]'")
 
 
 def join(base, *parts: str) -> str:
@@ -113,6 +125,7 @@ def _check_credentials(where: str) -> None:
 def check_remote(where: str) -> None:
   """Endpoint reachable, credentials present and the bucket exists, else a StorageError."""
   _configure()
+  _require_gcsfs(where)
   _check_credentials(where)
   _reach_endpoint(where)
   bucket = urllib.parse.urlparse(where).netloc
@@ -150,27 +163,27 @@ def local_copy(url, what: str = "path") -> str:
     return str(url)
   url = str(url).rstrip("/")
   check_remote(url)
-  src = path(url)
+  import fsspec
+  fs = fsspec.filesystem("gs")
   dst = _mirror_path(url)
-  if src.is_file():
-    _fetch(src, dst)
+  if fs.isfile(url):
+    _fetch(fs, url, fs.info(url)["size"], dst)
     return str(dst)
-  if not src.is_dir():
-    raise StorageError(f"{url}: {what} not found")
-  for root, _, files in src.walk():
-    for name in files:
-      f = root / name
-      _fetch(f, dst / os.path.relpath(str(f), url))
+  found = fs.find(url, detail=True)  # {"bucket/key": info}, one listing with sizes
+  if not found:
+    raise StorageError(f"{url}: {what} not found (no such file or folder)")
+  base = url[len("gs://"):]
+  for key, info in sorted(found.items()):
+    _fetch(fs, key, info["size"], dst / os.path.relpath(key, base))
   return str(dst)
 
 
-def _fetch(src: epath.Path, dst: Path) -> None:
-  size = src.stat().length
+def _fetch(fs, key: str, size: int, dst: Path) -> None:
   if dst.is_file() and dst.stat().st_size == size:
     return
   dst.parent.mkdir(parents=True, exist_ok=True)
   tmp = dst.with_name(f".{dst.name}.{os.getpid()}.part")
-  tmp.write_bytes(src.read_bytes())
+  fs.get_file(key, str(tmp))
   os.replace(tmp, dst)
 
 

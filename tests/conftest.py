@@ -1,4 +1,5 @@
 """Shared fixtures. Real data comes from ../shared/data beside the repository (skipped when absent)."""
+import contextlib
 import json
 import os
 import subprocess
@@ -38,6 +39,26 @@ def shared_data() -> Path:
   if not SHARED_DATA.is_dir():
     pytest.skip(f"real datasets not found at {SHARED_DATA} (they live beside the repository)")
   return SHARED_DATA
+
+
+@contextlib.contextmanager
+def strict_device_to_host():
+  """On CPU a jax array lives in host memory and the device-to-host transfer guard never fires:
+  within this, an implicit read (`float(x)`, `np.asarray(x)`, printing) under a disallowing guard
+  raises as it does on GPU and TPU. `jax.device_get` stays allowed, as there. The trainer's step
+  region runs under `jax.transfer_guard("disallow")`, so a run trained inside this fails on any
+  implicit read there."""
+  from jax._src import array, config
+  value = array.ArrayImpl._value
+
+  def guarded(self):
+    if (config.transfer_guard_device_to_host.value == "disallow"
+        and not config.guard_lib.thread_local_state().explicit_device_get):
+      raise RuntimeError("Disallowed device-to-host transfer (implicit read of a jax.Array)")
+    return value.fget(self)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(array.ArrayImpl, "_value", property(guarded))
+    yield
 
 
 def tiny_overrides(**extra) -> list[str]:

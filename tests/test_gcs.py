@@ -76,15 +76,19 @@ def emulator(tmp_path_factory):
 DATA = ["--config.data.name=folder", f"--config.data.data_dir=gs://{BUCKET}/data"]
 
 
+def _flags(**extra) -> list[str]:
+  """The tiny run of conftest.tiny_overrides on the folder dataset in the bucket."""
+  return [f for f in tiny_overrides(**extra) if not f.startswith("--config.data.")] + DATA
+
+
 def _train(workdir: str, **extra) -> list[str]:
   return [sys.executable, "-m", "jaxcd.train", "--config", "configs/fc_siam_diff.py",
-          "--workdir", workdir, *tiny_overrides(**extra), *DATA]
+          "--workdir", workdir, *_flags(**extra)]
 
 
 def _objects(prefix: str) -> list[str]:
-  from jaxcd import storage
-  p = storage.path(f"gs://{BUCKET}/{prefix}")
-  return sorted(str(f)[len(f"gs://{BUCKET}/"):] for f in p.rglob("*")) if p.exists() else []
+  import fsspec
+  return sorted(k[len(f"{BUCKET}/"):] for k in fsspec.filesystem("gs").find(f"{BUCKET}/{prefix}"))
 
 
 def _committed(workdir_prefix: str, step: int):
@@ -121,7 +125,7 @@ def test_kill_resume_evaluate_predict_on_gs(emulator, tmp_path):
   test_row = [r for r in rows if r["split"] == "test"][-1]
 
   ev = run_module("jaxcd.evaluate", "--config", "configs/fc_siam_diff.py", "--workdir",
-                  f"gs://{BUCKET}/run", "--split", "test", *tiny_overrides(**LOOP), *DATA)
+                  f"gs://{BUCKET}/run", "--split", "test", *_flags(**LOOP))
   res = last_json(ev.stdout)
   assert res["checkpoint"] == "best" and res["pairs"] == 8
   assert res["f1"] == pytest.approx(test_row["f1"], abs=1e-6)
@@ -131,7 +135,7 @@ def test_kill_resume_evaluate_predict_on_gs(emulator, tmp_path):
   pr = run_module("jaxcd.predict", "--config", "configs/fc_siam_diff.py", "--workdir",
                   f"gs://{BUCKET}/run", str(local / "prev" / "q.png"), str(local / "curr" / "q.png"),
                   "--label", str(local / "label" / "q.png"), "--out", f"gs://{BUCKET}/pred",
-                  *tiny_overrides(**LOOP), *DATA)
+                  *_flags(**LOOP))
   out = last_json(pr.stdout)
   assert out["pairs"][0]["change"] == f"gs://{BUCKET}/pred/q_change.png"
   assert {"pred/q_change.png", "pred/q_prob.png", "pred/q_overlay.png",
@@ -174,7 +178,7 @@ def test_bad_storage_is_a_one_line_error(emulator, case, tmp_path, monkeypatch):
 
 def test_train_cli_names_the_missing_bucket(emulator):
   proc = run_module("jaxcd.train", "--config", "configs/fc_siam_diff.py", "--workdir",
-                    "gs://nobucket/run", *tiny_overrides(), check=False)
+                    "gs://nobucket/run", *_flags(), check=False)
   assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == (
       "error: gs://nobucket/run: bucket gs://nobucket does not exist")

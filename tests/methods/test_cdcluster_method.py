@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import strict_device_to_host
 from jaxcd import checkpointing, clustering, trainer, writers
 from jaxcd.config_base import sibling
 from jaxcd.data import pipeline, source_from_config
@@ -184,7 +185,8 @@ def test_sztaki_config_reads_the_real_tiles():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("cdcluster"))
-  final = trainer.train_and_evaluate(tiny_config(), workdir)
+  with strict_device_to_host():  # the loop's steps make explicit transfers only
+    final = trainer.train_and_evaluate(tiny_config(), workdir)
   return workdir, final
 
 

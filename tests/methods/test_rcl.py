@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import strict_device_to_host
 from jaxcd import checkpointing, trainer, writers
 from jaxcd.config_base import sibling
 from jaxcd.data import semi, source_from_config
@@ -181,7 +182,8 @@ def test_config_errors_name_the_field(tmp_path, field, value, match):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("rcl") / "run")
-  final = trainer.train_and_evaluate(tiny_config(), workdir)
+  with strict_device_to_host():  # the loop's steps make explicit transfers only
+    final = trainer.train_and_evaluate(tiny_config(), workdir)
   return workdir, final
 
 
