@@ -105,8 +105,9 @@ class PAMBlock(nn.Module):
   def __call__(self, x_BxHx2WxC: jax.Array, train: bool) -> jax.Array:
     x = _pool(x_BxHx2WxC, self.ds)
     b, h, w2, _ = x.shape
-    q = batch_norm(train, self.dtype, "f_query_bn")(_conv1x1(self.key_channels, self.dtype, "f_query")(x))
-    k = batch_norm(train, self.dtype, "f_key_bn")(_conv1x1(self.key_channels, self.dtype, "f_key")(x))
+    qk = lambda name: batch_norm(train, self.dtype, f"{name}_bn")(  # noqa: E731
+        _conv1x1(self.key_channels, self.dtype, name)(x))
+    q, k = qk("f_query"), qk("f_key")
     v = _conv1x1(self.value_channels, self.dtype, "f_value")(x)
     dates = lambda t: t.reshape(b, h, 2, w2 // 2, t.shape[-1]).transpose(0, 1, 3, 2, 4)  # noqa: E731
     out = _regional_attention(dates(q), dates(k), dates(v), self.scale, self.key_channels ** -0.5)
@@ -164,9 +165,11 @@ class STANet(nn.Module):
     if self.attention not in ("pam", "bam"):
       raise ValueError(f"STANet attention must be 'pam' or 'bam', not {self.attention!r}")
     dt = self.dtype
-    backbone = Backbone(dt, stem_stride=2, layer4_stride=2, layer4_dilations=(1, 2, 4), name="backbone")
+    backbone = Backbone(dt, stem_stride=2, layer4_stride=2, layer4_dilations=(1, 2, 4),
+                        name="backbone")
     decoder = Decoder(64, dt, name="decoder")
-    fa, fb = decoder(backbone(a.astype(dt), train), train), decoder(backbone(b.astype(dt), train), train)
+    fa = decoder(backbone(a.astype(dt), train), train)
+    fb = decoder(backbone(b.astype(dt), train), train)
     w = fa.shape[2]
     x = jnp.concatenate([fa, fb], axis=2)  # attention sees both dates at once
     if self.attention == "pam":

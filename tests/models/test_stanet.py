@@ -161,7 +161,8 @@ def test_converter_is_strict(pam_reference, pam_abstract):
 def test_attention_trains(attention):
   """Train mode through the attention alone (two 8x8 dates): its BatchNorm statistics move and
   the gradient of a date difference reaches every weight."""
-  module = stanet.PAM(scales=(2, 8)) if attention == "pam" else stanet.BAM()  # 2 stages: half the compile
+  # PAM with two of its four scales: the same weights per stage, half the compile.
+  module = stanet.PAM(scales=(2, 8)) if attention == "pam" else stanet.BAM()
   x = jax.random.normal(jax.random.key(0), (2, 8, 16, 64))
   v = jax.jit(lambda x: module.init(jax.random.key(1), x, train=False))(x)
 
@@ -176,7 +177,8 @@ def test_attention_trains(attention):
     else:
       assert np.isfinite(g).all() and np.any(g), name
   if attention == "pam":
-    moved = jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), upd["batch_stats"], v["batch_stats"])
+    moved = jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), upd["batch_stats"],
+                                   v["batch_stats"])
     assert all(jax.tree_util.tree_leaves(moved))
 
 

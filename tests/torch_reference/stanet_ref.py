@@ -61,7 +61,8 @@ class PAMBlock(nn.Module):
         if h1 == h0 or w1 == w0:
           continue
         # The region at (h0:h1, w0:w1) of date A and of date B: one set of tokens.
-        tok = lambda t: torch.cat([t[:, :, h0:h1, w0:w1], t[:, :, h0:h1, w + w0:w + w1]], 3)  # noqa: E731
+        tok = lambda t: torch.cat([t[:, :, h0:h1, w0:w1],  # noqa: E731
+                                   t[:, :, h0:h1, w + w0:w + w1]], 3)
         qt, kt, vt = (tok(t).flatten(2) for t in (q, k, v))  # B x C x N
         attn = torch.softmax(qt.transpose(1, 2) @ kt * self.kc ** -0.5, dim=-1)  # B x Nq x Nk
         ctx = (vt @ attn.transpose(1, 2)).view(b, self.vc, h1 - h0, 2 * (w1 - w0))
