@@ -4,9 +4,10 @@ Table II: 16.95 M) with its BCL + Dice deep-supervision loss, on the embedded sy
   python -m jaxcd.train --config configs/dsamnet.py --workdir runs/dsamnet
 
 Same data and step budget as configs/fc_siam_diff.py, random initialisation (the official code
-loads ImageNet ResNet-18 weights; no loader for them here yet). Loss and optimiser as the
-official train.py: BCL (margin 2) + 0.1 x 0.5 x (Dice(ds2) + Dice(ds3)); Adam, lr 5e-4, betas
-(0.9, 0.999), no schedule. Change where the distance exceeds 1 (official predict.py).
+loads ImageNet ResNet-18 weights: --config.init.backbone=/weights/resnet18-5c106cde.pth).
+Loss and optimiser as the official train.py: BCL (margin 2) + 0.1 x 0.5 x (Dice(ds2) +
+Dice(ds3)); Adam, lr 5e-4, betas (0.9, 0.999), no schedule. Change where the distance exceeds
+1 (official predict.py).
 Time: not measured (a 17 M-parameter net with a full-resolution 7x7 stem: far over 10 minutes
 on the busy 2-core CPU). Our test F1: not measured.
 Expect (paper, Dsfer-Net Table I, LEVIR-CD / WHU-CD / CDD): F1 86.08 / 86.71 / 92.91.

@@ -110,25 +110,36 @@ def snunet_loss(outputs: dict[str, jax.Array], labels_BxHxW: jax.Array, *,
   return ce + dice, {"ce": ce, "dice": dice}
 
 
+def batch_balanced_contrastive(distance_BxHxW: jax.Array, labels_BxHxW: jax.Array, *,
+                               margin: float = 2.0, ignore_label: int = 255) -> jax.Array:
+  """BCL, the batch-balanced contrastive loss of STANet (models/loss.py) and DSAMNet
+  (loss/BCL.py), the same formula in both: sum_unchanged d^2 / (n_unchanged + 1e-4)
+  + sum_changed max(0, margin - d)^2 / (n_changed + 1e-4), counted over the whole batch, with no
+  1/2 factors. Ignored pixels count in neither term (the official labels have none)."""
+  labels = labels_BxHxW.astype(jnp.int32)
+  valid = labels != ignore_label
+  changed, unchanged = valid & (labels == 1), valid & (labels == 0)
+  d = distance_BxHxW.astype(jnp.float32)
+  l_unchanged = jnp.sum(jnp.where(unchanged, d * d, 0.0)) / (jnp.sum(unchanged) + 1e-4)
+  l_changed = jnp.sum(jnp.where(changed, jnp.square(jnp.maximum(margin - d, 0.0)), 0.0))
+  return l_unchanged + l_changed / (jnp.sum(changed) + 1e-4)
+
+
 def dsamnet_loss(outputs: dict[str, jax.Array], labels_BxHxW: jax.Array, *,
                  class_weights: Sequence[float] = (), ignore_label: int = 255, margin: float = 2.0,
                  w_dice: float = 0.1) -> tuple[jax.Array, dict]:
   """DSAMNet's training loss (official train.py, loss/BCL.py, loss/DiceLoss.py):
-  BCL(distance) + w_dice * 0.5 * (Dice(ds2) + Dice(ds3)).
-  BCL, batch-balanced contrastive: sum_unchanged d^2 / (n_unchanged + 1e-4)
-  + sum_changed max(0, margin - d)^2 / (n_changed + 1e-4) on the full-resolution 'distance'.
+  BCL(distance) + w_dice * 0.5 * (Dice(ds2) + Dice(ds3)), BCL on the full-resolution
+  'distance' (`batch_balanced_contrastive`).
   Dice: a sigmoid (not a softmax) per channel against the one-hot label; per sample and class
   1 - (sum p t + 1) / (sum p^2 + t^2 + 1), averaged over batch and classes. Ignored pixels
   count nowhere (the official labels have none)."""
   if len(class_weights):
     raise ConfigError("config.loss.class_weights: the dsamnet loss (BCL + Dice) has no class weights")
+  bcl = batch_balanced_contrastive(outputs["distance"], labels_BxHxW, margin=margin,
+                                   ignore_label=ignore_label)
   labels = labels_BxHxW.astype(jnp.int32)
   valid = labels != ignore_label
-  changed, unchanged = valid & (labels == 1), valid & (labels == 0)
-  d = outputs["distance"].astype(jnp.float32)
-  l_unchanged = jnp.sum(jnp.where(unchanged, d * d, 0.0)) / (jnp.sum(unchanged) + 1e-4)
-  l_changed = jnp.sum(jnp.where(changed, jnp.square(jnp.maximum(margin - d, 0.0)), 0.0))
-  bcl = l_unchanged + l_changed / (jnp.sum(changed) + 1e-4)
   mask = valid[..., None]
 
   def dice(logits):
@@ -139,6 +150,17 @@ def dsamnet_loss(outputs: dict[str, jax.Array], labels_BxHxW: jax.Array, *,
     return jnp.mean(1.0 - num_BxK / den_BxK)
   ds = 0.5 * (dice(outputs["ds2"]) + dice(outputs["ds3"]))
   return bcl + w_dice * ds, {"bcl": bcl, "dice": ds}
+
+
+def stanet_loss(outputs: dict[str, jax.Array], labels_BxHxW: jax.Array, *,
+                class_weights: Sequence[float] = (), ignore_label: int = 255,
+                margin: float = 2.0) -> jax.Array:
+  """STANet's training loss (official CDFA_model.py, models/loss.py): BCL with margin 2 on the
+  full-resolution 'distance' (`batch_balanced_contrastive`), nothing else."""
+  if len(class_weights):
+    raise ConfigError("config.loss.class_weights: the stanet loss (BCL) has no class weights")
+  return batch_balanced_contrastive(outputs["distance"], labels_BxHxW, margin=margin,
+                                    ignore_label=ignore_label)
 
 
 def from_config(loss_config) -> Callable[[dict, jax.Array], tuple[jax.Array, dict]]:

@@ -55,11 +55,18 @@ class BasicBlock(nn.Module):
 
 
 class Backbone(nn.Module):
+  """The ResNet-18 + multi-grid layer4 of the official `build_backbone('resnet18', os)`; the
+  defaults are DSAMNet's (output stride 16 after a stride-1 stem); STANet's `define_F` (output
+  stride 32) is stem_stride=2, layer4_stride=2, layer4_dilations=(1, 2, 4)."""
   dtype: Any = jnp.float32
+  stem_stride: int = 1
+  layer4_stride: int = 1
+  layer4_dilations: tuple[int, ...] = _MG_DILATIONS
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> list[jax.Array]:
-    x = nn.relu(batch_norm(train, self.dtype, "bn1")(_conv(64, 7, self.dtype, "conv1")(x)))
+    x = _conv(64, 7, self.dtype, "conv1", self.stem_stride)(x)
+    x = nn.relu(batch_norm(train, self.dtype, "bn1")(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     feats, c = [], 64
     for s, (width, blocks, stride) in enumerate(_STAGES, start=1):
@@ -69,9 +76,10 @@ class Backbone(nn.Module):
                        self.dtype, name=f"layer{s}_{i}")(x, train)
       c = width
       feats.append(x)
-    for i, d in enumerate(_MG_DILATIONS):
-      x = BasicBlock(512, 1, d, i == 0, self.dtype, name=f"layer4_{i}")(x, train)
-    return feats + [x]  # layer1 (1/2), layer2 (1/4), layer3 (1/8), layer4 (1/8)
+    for i, d in enumerate(self.layer4_dilations):
+      x = BasicBlock(512, self.layer4_stride if i == 0 else 1, d, i == 0, self.dtype,
+                     name=f"layer4_{i}")(x, train)
+    return feats + [x]  # layer1-4: DSAMNet 1/2, 1/4, 1/8, 1/8; STANet 1/4, 1/8, 1/16, 1/32
 
 
 class Decoder(nn.Module):
@@ -128,6 +136,19 @@ class DSLayer(nn.Module):
                             name="outconv")(x)
 
 
+def metric_outputs(xa: jax.Array, xb: jax.Array, hw: tuple[int, int],
+                   threshold: float) -> dict[str, jax.Array]:
+  """The metric head of DSAMNet and STANet: 'distance' = ||xa - xb + 1e-6|| (torch
+  pairwise_distance) bilinearly (align_corners) resized to `hw`, and two-class 'logits'
+  [0, distance - threshold], whose argmax is the official `distance > threshold` and whose
+  softmax change probability is sigmoid(distance - threshold)."""
+  diff = (xa - xb).astype(jnp.float32) + 1e-6
+  dist = jnp.sqrt(jnp.sum(diff * diff, axis=-1, keepdims=True))
+  dist = resize_bilinear_align_corners(dist, *hw)
+  logits = jnp.concatenate([jnp.zeros_like(dist), dist - threshold], axis=-1)
+  return {"logits": logits, "distance": dist[..., 0]}
+
+
 @register("dsamnet")
 class DSAMNet(nn.Module):
   """Output {'logits', 'distance', 'ds2', 'ds3'} at the input size (see the module docstring)."""
@@ -142,12 +163,8 @@ class DSAMNet(nn.Module):
     fa, fb = backbone(a.astype(dt), train), backbone(b.astype(dt), train)
     xa = CBAM(8, 7, dt, name="cbam0")(decoder(fa, train))
     xb = CBAM(8, 7, dt, name="cbam1")(decoder(fb, train))
-    diff = (xa - xb).astype(jnp.float32) + 1e-6  # torch pairwise_distance's eps
-    dist = jnp.sqrt(jnp.sum(diff * diff, axis=-1, keepdims=True))
-    dist = resize_bilinear_align_corners(dist, a.shape[1], a.shape[2])
+    out = metric_outputs(xa, xb, a.shape[1:3], self.threshold)
     h, w = a.shape[1:3]  # sides not divisible by 4: the DS outputs overshoot; cropped
     ds2 = DSLayer(2, self.num_classes, dt, name="ds_lyr2")(jnp.abs(fa[0] - fb[0]), train)[:, :h, :w]
     ds3 = DSLayer(4, self.num_classes, dt, name="ds_lyr3")(jnp.abs(fa[1] - fb[1]), train)[:, :h, :w]
-    logits = jnp.concatenate([jnp.zeros_like(dist), dist - self.threshold], axis=-1)
-    return {"logits": logits, "distance": dist[..., 0],
-            "ds2": ds2.astype(jnp.float32), "ds3": ds3.astype(jnp.float32)}
+    return dict(out, ds2=ds2.astype(jnp.float32), ds3=ds3.astype(jnp.float32))

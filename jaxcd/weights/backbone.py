@@ -16,14 +16,18 @@ def init_backbone_variables(config, params: Any, batch_stats: Any = None) -> tup
   bit: torchvision `resnet18` (layer1-3; layer4 and fc skipped) into params['backbone'], and its
   ImageNet running statistics into batch_stats['backbone'] when `batch_stats` is given;
   rcr: a ResNet-50 the same way, the deep-stem `3x3resnet50-imagenet.pth` of CCT/SemiCD for
-  config.model.stem='deep', torchvision `resnet50` for 'standard' (`rcr_backbone_from_imagenet`).
+  config.model.stem='deep', torchvision `resnet50` for 'standard' (`rcr_backbone_from_imagenet`);
+  dsamnet, stanet: torchvision `resnet18` into the stem, layer1-3 and layer4.0-1 of their
+  multi-grid ResNet-18 (fc skipped); its third layer4 block, which torchvision lacks, keeps its
+  initialisation, as the official `_load_pretrained_model` leaves it.
   Trees are numpy (host) pytrees; the inputs are not modified.
   """
   path = config.init.backbone
   name = config.model.name
-  if name not in ("dsfernet", "bit", "rcr"):
+  if name not in ("dsfernet", "bit", "rcr", "dsamnet", "stanet"):
     raise ConfigError(f"config.init.backbone: no ImageNet backbone import for model {name!r} "
-                      "(supported: dsfernet <- vgg16, bit <- resnet18, rcr <- resnet50)")
+                      "(supported: dsfernet <- vgg16, bit, dsamnet, stanet <- resnet18, "
+                      "rcr <- resnet50)")
   state_dict = load_state_dict(path)
   params = dict(params)
   if name == "dsfernet":
@@ -38,6 +42,11 @@ def init_backbone_variables(config, params: Any, batch_stats: Any = None) -> tup
   if name == "rcr":
     new = rcr_backbone_from_imagenet(state_dict, expected, stem=config.model.get("stem", "deep"),
                                      source=str(path))
+  elif name in ("dsamnet", "stanet"):  # layer4_2: the multi-grid block torchvision has not
+    expected = {k: {b: v for b, v in tree.items() if b != "layer4_2"} for k, tree in expected.items()}
+    loaded = resnet_from_torchvision(state_dict, expected, source=str(path))
+    new = {"params": {**params["backbone"], **loaded["params"]},
+           "batch_stats": {**(batch_stats or {}).get("backbone", {}), **loaded["batch_stats"]}}
   else:
     new = resnet_from_torchvision(state_dict, expected, source=str(path))
   params["backbone"] = new["params"]

@@ -13,6 +13,8 @@ from jaxcd.models import get_model
 from jaxcd.models.layers import count_params
 from jaxcd.models.resnet import ResNet
 
+from .variables import torchvision_resnet18_state_dict
+
 TORCH_REASON = "torch not installed (pip install 'jaxcd[torch]'); parity needs a PyTorch ResNet"
 
 
@@ -95,40 +97,6 @@ def test_bit_shapes_and_differencing():
     model.apply(v, a[:, :44], b[:, :44])
 
 
-def _torchvision_resnet18_state_dict(seed=0) -> dict[str, np.ndarray]:
-  """Random arrays with torchvision resnet18's names and OIHW shapes (incl. layer4 and fc)."""
-  rng = np.random.default_rng(seed)
-  sd = {}
-
-  def conv(name, cin, cout, k):
-    sd[name + ".weight"] = rng.standard_normal((cout, cin, k, k)).astype(np.float32) / (k * k * cin) ** 0.5
-
-  def bn(name, c):
-    sd[name + ".weight"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
-    sd[name + ".bias"] = rng.normal(0, 0.1, c).astype(np.float32)
-    sd[name + ".running_mean"] = rng.normal(0, 0.1, c).astype(np.float32)
-    sd[name + ".running_var"] = rng.uniform(0.5, 1.5, c).astype(np.float32)
-    sd[name + ".num_batches_tracked"] = np.array(7, np.int64)
-
-  conv("conv1", 3, 64, 7)
-  bn("bn1", 64)
-  cin = 64
-  for s, w in enumerate((64, 128, 256, 512), start=1):
-    for i in range(2):
-      p = f"layer{s}.{i}"
-      conv(p + ".conv1", cin if i == 0 else w, w, 3)
-      bn(p + ".bn1", w)
-      conv(p + ".conv2", w, w, 3)
-      bn(p + ".bn2", w)
-      if i == 0 and cin != w:
-        conv(p + ".downsample.0", cin, w, 1)
-        bn(p + ".downsample.1", w)
-    cin = w
-  sd["fc.weight"] = rng.standard_normal((1000, 512)).astype(np.float32)
-  sd["fc.bias"] = np.zeros(1000, np.float32)
-  return sd
-
-
 def _bit_config(backbone: str, name: str = "bit") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.model = ml_collections.ConfigDict({"name": name})
@@ -138,7 +106,7 @@ def _bit_config(backbone: str, name: str = "bit") -> ml_collections.ConfigDict:
 
 @pytest.mark.slow
 def test_init_backbone_loads_torchvision_resnet18_into_bit(tmp_path):
-  sd = _torchvision_resnet18_state_dict()
+  sd = torchvision_resnet18_state_dict()
   path = tmp_path / "resnet18-test.npz"
   np.savez(path, **sd)
   x = jnp.zeros((1, 32, 32, 3))
@@ -169,7 +137,7 @@ def test_init_backbone_loads_torchvision_resnet18_into_bit(tmp_path):
 def test_init_backbone_errors(tmp_path):
   x = jnp.zeros((1, 32, 32, 3))
   v = jax.device_get(get_model("bit").init(jax.random.key(0), x, x))
-  sd = _torchvision_resnet18_state_dict()
+  sd = torchvision_resnet18_state_dict()
   sd["layer2.0.conv1.weight"] = sd["layer2.0.conv1.weight"][:, :32]
   np.savez(tmp_path / "bad.npz", **sd)
   with pytest.raises(DataError, match=r"bad.npz: 'layer2.0.conv1.weight' has shape"):
@@ -211,7 +179,7 @@ def test_imported_trunk_matches_a_pytorch_resnet18(tmp_path):
       return self.layer3(self.layer2(self.layer1(x)))
 
   net = Trunk().eval()
-  full = _torchvision_resnet18_state_dict(seed=3)
+  full = torchvision_resnet18_state_dict(seed=3)
   net.load_state_dict({k: torch.from_numpy(np.asarray(full[k])) for k in net.state_dict()})
   path = tmp_path / "resnet18.npz"
   np.savez(path, **full)

@@ -27,15 +27,20 @@ class BasicBlock(nn.Module):
 
 
 class Backbone(nn.Module):
-  def __init__(self, in_c: int = 3):
+  """The official ResNet-18 + multi-grid layer4; DSAMNet's (output stride 16) by default, STANet's
+  (output stride 32) with stem_stride=2, layer4_stride=2, layer4_dilations=(1, 2, 4)."""
+
+  def __init__(self, in_c: int = 3, stem_stride: int = 1, layer4_stride: int = 1,
+               layer4_dilations: tuple[int, ...] = (2, 4, 8)):
     super().__init__()
-    self.conv1 = nn.Conv2d(in_c, 64, 7, 1, padding=3, bias=False)
+    self.conv1 = nn.Conv2d(in_c, 64, 7, stem_stride, padding=3, bias=False)
     self.bn1 = nn.BatchNorm2d(64)
     self.layer1 = nn.Sequential(BasicBlock(64, 64), BasicBlock(64, 64))
     self.layer2 = nn.Sequential(BasicBlock(64, 128, 2, downsample=True), BasicBlock(128, 128))
     self.layer3 = nn.Sequential(BasicBlock(128, 256, 2, downsample=True), BasicBlock(256, 256))
-    self.layer4 = nn.Sequential(BasicBlock(256, 512, 1, 2, downsample=True), BasicBlock(512, 512, 1, 4),
-                                BasicBlock(512, 512, 1, 8))
+    d1, d2, d3 = layer4_dilations
+    self.layer4 = nn.Sequential(BasicBlock(256, 512, layer4_stride, d1, downsample=True),
+                                BasicBlock(512, 512, 1, d2), BasicBlock(512, 512, 1, d3))
 
   def forward(self, x):
     x = F.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 3, 2, 1)

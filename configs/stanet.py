@@ -1,0 +1,31 @@
+"""STANet-PAM (Chen & Shi, Remote Sensing 2020; official justchenhao/STANet, 16,929,152
+parameters; Dsfer-Net Table II: 16.93 M) with its BCL loss, on the embedded synthetic scenes.
+
+  python -m jaxcd.train --config configs/stanet.py --workdir runs/stanet
+
+Same data and step budget as configs/fc_siam_diff.py, random initialisation (the official code
+loads ImageNet ResNet-18 weights: --config.init.backbone=/weights/resnet18-5c106cde.pth).
+Loss and optimiser as the official CDFA model and README: BCL (margin 2) on the distance; Adam,
+lr 1e-3 (its README; the option default is 2e-4), linear decay. Departures: the official Adam
+has betas (0.5, 0.999) (jaxcd's Adam: 0.9) and holds the lr for the first half before decaying
+linearly (jaxcd's "linear" decays from the start). Change where the distance exceeds 1.
+STANet-BAM (16,897,041): --config.model.attention=bam.
+Time: not measured (17 M parameters with full-resolution attention: far over 10 minutes on the
+busy 2-core CPU). Our test F1: not measured.
+Expect (paper, Dsfer-Net Table I, LEVIR-CD / WHU-CD / CDD): F1 87.27 / 87.02 / 89.86.
+"""
+from jaxcd.config_base import sibling
+
+
+def get_config():
+  c = sibling(__file__, "fc_siam_diff")
+  c.model.name = "stanet"
+  del c.model["dropout"]  # fixed in the official layers: the decoder's Dropout(0.5)
+  c.model.attention = "pam"  # official --SA_mode PAM (the paper's STANet); "bam" for BAM
+  c.model.ds = 1  # official --ds: average-pool factor before the attention
+  c.loss.name = "stanet"  # jaxcd.losses.stanet_loss: BCL on 'distance'
+  c.loss.margin = 2.0
+  c.optim.name = "adam"
+  c.optim.lr = 1e-3
+  c.optim.schedule = "linear"
+  return c
