@@ -111,7 +111,7 @@ def test_parity_of_a_small_variant_and_strict_conversion():
     changeformer_from_official({**sd, "TDec_x2.extra.weight": sd[key]}, abstract_variables(model))
 
 
-@pytest.mark.slow  # ~35 s on the 2-core CPU: the compile of the full 13-block encoder (twice)
+@pytest.mark.slow  # 11 s (35 s on a loaded CPU): the compile of the full 13-block encoder
 def test_parity_of_the_official_structure():
   torch = pytest.importorskip("torch", reason=TORCH_REASON)
   _check_parity(torch, get_model("changeformer"), _reference(torch), batch=1)
@@ -151,7 +151,7 @@ def test_drop_path_drops_whole_samples():
   assert same.any() and changed.any()
 
 
-@pytest.mark.slow  # ~20 s: the training-mode compile with ~60 dropout sites
+@pytest.mark.slow  # 7 s (50 s on a loaded CPU): the training-mode compile, ~30 dropout sites
 def test_train_mode_uses_dropout_and_updates_batch_stats():
   model = get_model("changeformer", **SMALL)
   v = random_variables(model)
