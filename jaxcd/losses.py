@@ -3,6 +3,7 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxcd.errors import ConfigError
 
@@ -161,6 +162,43 @@ def stanet_loss(outputs: dict[str, jax.Array], labels_BxHxW: jax.Array, *,
     raise ConfigError("config.loss.class_weights: the stanet loss (BCL) has no class weights")
   return batch_balanced_contrastive(outputs["distance"], labels_BxHxW, margin=margin,
                                     ignore_label=ignore_label)
+
+
+def nearest_labels(labels_BxHxW: jax.Array, hw: Sequence[int]) -> jax.Array:
+  """torch `F.interpolate(mode='nearest')` of a label map to `hw`: output pixel i takes input
+  floor(i * H / h) (the top-left pixel of each cell when h divides H); ignore labels survive."""
+  b, h_in, w_in = labels_BxHxW.shape
+  rows = np.minimum(np.floor(np.arange(hw[0]) * (h_in / hw[0])).astype(np.int32), h_in - 1)
+  cols = np.minimum(np.floor(np.arange(hw[1]) * (w_in / hw[1])).astype(np.int32), w_in - 1)
+  return labels_BxHxW[:, rows][:, :, cols]
+
+
+CHANGEFORMER_OUTPUTS = ("p_c4", "p_c3", "p_c2", "p_c1", "logits")  # the official list's order
+
+
+def changeformer_loss(outputs: dict[str, jax.Array], labels_BxHxW: jax.Array, *,
+                      class_weights: Sequence[float] = (), ignore_label: int = 255,
+                      multi_scale: bool = True,
+                      weights: Sequence[float] = (0.5, 0.5, 0.5, 0.8, 1.0)) -> tuple[jax.Array, dict]:
+  """ChangeFormer's training loss (official models/trainer.py `_backward_G`, LEVIR/WHU scripts:
+  loss ce, multi_scale_train True, the default multi_pred_weights): sum over the outputs
+  (p_c4, p_c3, p_c2, p_c1, logits) of weight x CE(output, the label resized by nearest to the
+  output's size), ignore label masked. multi_scale=False: CE of 'logits' only.
+  (The official resizes to a square of the output's height; here to its height and width.)"""
+  if len(weights) != len(CHANGEFORMER_OUTPUTS):
+    raise ConfigError(f"config.loss.weights: {len(weights)} weights for the "
+                      f"{len(CHANGEFORMER_OUTPUTS)} outputs {CHANGEFORMER_OUTPUTS}")
+  keys = CHANGEFORMER_OUTPUTS if multi_scale else ("logits",)
+  ws = tuple(weights) if multi_scale else (1.0,)
+  parts, total = {}, 0.0
+  for key, w in zip(keys, ws):
+    pred = outputs[key]
+    y = labels_BxHxW if pred.shape[1:3] == labels_BxHxW.shape[1:] else \
+        nearest_labels(labels_BxHxW, pred.shape[1:3])
+    ce = cross_entropy(pred, y, class_weights=class_weights, ignore_label=ignore_label)
+    parts[f"ce_{key}"] = ce
+    total = total + w * ce
+  return total, parts
 
 
 def from_config(loss_config) -> Callable[[dict, jax.Array], tuple[jax.Array, dict]]:

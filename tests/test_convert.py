@@ -160,7 +160,10 @@ def test_load_state_dict_pth(tmp_path):
         "n": torch.tensor(7, dtype=torch.long)}
   torch.save(sd, tmp_path / "plain.pth")
   torch.save({"state_dict": sd, "epoch": 3}, tmp_path / "wrapped.pth")
-  for name in ("plain.pth", "wrapped.pth"):
+  torch.save({"epoch_id": 3, "best_val_acc": 0.9, "model_G_state_dict": sd,  # ChangeFormer's trainer
+              "optimizer_G_state_dict": {"state": {}, "param_groups": [{"lr": 1e-4}]}},
+             tmp_path / "trainer.pth")
+  for name in ("plain.pth", "wrapped.pth", "trainer.pth"):
     got = weights.load_state_dict(tmp_path / name)
     assert set(got) == {"w", "h", "n"}
     np.testing.assert_array_equal(got["w"], sd["w"].numpy())

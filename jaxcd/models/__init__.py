@@ -37,3 +37,4 @@ def _import_all():
   from jaxcd.models import snunet  # noqa: F401
   from jaxcd.models import dsamnet  # noqa: F401
   from jaxcd.models import stanet  # noqa: F401
+  from jaxcd.models import changeformer  # noqa: F401

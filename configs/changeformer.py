@@ -1,0 +1,38 @@
+"""ChangeFormerV6 (Bandara & Patel, IGARSS 2022; official wgcban/ChangeFormer, 41,026,674
+parameters; Dsfer-Net Table II: 43.99 M) with its multi-scale CE loss, on the embedded synthetic
+scenes.
+
+  python -m jaxcd.train --config configs/changeformer.py --workdir runs/changeformer
+
+Same data and step budget as configs/fc_siam_diff.py, random initialisation (the official LEVIR
+run starts from its `pretrained_changeformer.pt`; no loader for it in `config.init` yet).
+Loss and optimiser as the official LEVIR script (scripts/run_ChangeFormer_LEVIR.sh, trainer.py):
+CE on the five outputs with weights 0.5, 0.5, 0.5, 0.8, 1.0 (labels nearest-resized to each);
+AdamW, lr 1e-4, betas (0.9, 0.999), weight decay 0.01, linear decay. The paper's datasets:
+configs/changeformer_levir.py, changeformer_whu.py, changeformer_cdd.py.
+Time: not measured (a 41 M-parameter transformer: hours on the busy 2-core CPU). Our test F1:
+not measured.
+Expect (paper, Dsfer-Net Table I, LEVIR-CD / WHU-CD / CDD): F1 84.45 / 82.22 / 87.53.
+"""
+from jaxcd.config_base import sibling
+
+
+def get_config():
+  c = sibling(__file__, "fc_siam_diff")
+  c.model.name = "changeformer"
+  del c.model["dropout"]  # the official rates below
+  c.model.embed_dim = 256  # decoder width (official --embed_dim 256)
+  c.model.embed_dims = (64, 128, 320, 512)  # encoder stage widths
+  c.model.depths = (3, 3, 4, 3)  # transformer blocks per stage
+  c.model.num_heads = (1, 2, 4, 8)
+  c.model.drop_rate = 0.1  # dropout of projections and Mix-FFN
+  c.model.attn_drop_rate = 0.1  # dropout of the attention probabilities
+  c.model.drop_path_rate = 0.1  # stochastic depth, linear 0 -> 0.1 over the blocks
+  c.loss.name = "changeformer"  # jaxcd.losses.changeformer_loss
+  c.loss.multi_scale = True  # official --multi_scale_train True
+  c.loss.weights = (0.5, 0.5, 0.5, 0.8, 1.0)  # official multi_pred_weights: p_c4 .. p_c1, logits
+  c.optim.name = "adamw"
+  c.optim.lr = 1e-4
+  c.optim.weight_decay = 0.01
+  c.optim.schedule = "linear"
+  return c
