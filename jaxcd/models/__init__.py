@@ -36,3 +36,4 @@ def _import_all():
   from jaxcd.models import rcr  # noqa: F401
   from jaxcd.models import snunet  # noqa: F401
   from jaxcd.models import dsamnet  # noqa: F401
+  from jaxcd.models import vct  # noqa: F401

@@ -1,5 +1,5 @@
-"""Weight import from PyTorch checkpoints: the official Dsfer-Net, SemiCD/RCL, SNUNet-CD and
-DSAMNet networks, torchvision's VGG16 and ResNet, the deep-stem ResNet-50 of CCT/SemiCD.
+"""Weight import from PyTorch checkpoints: the official Dsfer-Net, SemiCD/RCL, SNUNet-CD, DSAMNet
+and VcT networks, torchvision's VGG16 and ResNet, the deep-stem ResNet-50 of CCT/SemiCD.
 
 `init_backbone_variables` loads ImageNet weights (`config.init.backbone`) into a model's encoder
 before training; `python -m jaxcd.convert` (the CLI on top of this package) writes a converted
@@ -11,7 +11,7 @@ naming it. Layouts: conv OIHW -> HWIO, Linear (out, in) -> (in, out), LayerNorm 
 (H, W, C), BatchNorm running statistics -> the `batch_stats` collection.
 
 Modules: `torch_io` (reading files), `rules` (the shared table machinery), one per network
-(`vgg`, `resnet`, `dsfernet`, `rcr`, `snunet`, `dsamnet`), `backbone` (`config.init.backbone`).
+(`vgg`, `resnet`, `dsfernet`, `rcr`, `snunet`, `dsamnet`, `vct`), `backbone` (`config.init.backbone`).
 """
 from jaxcd.weights.backbone import init_backbone_variables
 from jaxcd.weights.dsamnet import dsamnet_from_official
@@ -21,8 +21,9 @@ from jaxcd.weights.resnet import resnet_from_torchvision
 from jaxcd.weights.rules import Variables
 from jaxcd.weights.snunet import snunet_from_official
 from jaxcd.weights.torch_io import load_state_dict
+from jaxcd.weights.vct import vct_from_official
 from jaxcd.weights.vgg import vgg16_from_torchvision
 
 __all__ = ["Variables", "dsamnet_from_official", "dsfernet_from_torch", "init_backbone_variables", "load_state_dict",
            "rcr_backbone_from_imagenet", "rcr_from_official", "resnet_from_torchvision",
-           "snunet_from_official", "vgg16_from_torchvision"]
+           "snunet_from_official", "vct_from_official", "vgg16_from_torchvision"]

@@ -34,8 +34,12 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
       obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or foreign files
       raise DataError(f"{path}: not a readable PyTorch checkpoint: {one_line(e)[:300]}") from None
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-      obj = obj["state_dict"]  # common {'state_dict': ..., 'epoch': ...} wrapping
+    # Common wrappings: {'state_dict': ..., 'epoch': ...}; the BIT_CD-family trainers (VcT's)
+    # save {'model_G_state_dict': ..., 'optimizer_G_state_dict': ..., 'epoch_id': ...}.
+    for wrapper in ("state_dict", "model_G_state_dict"):
+      if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+        obj = obj[wrapper]
+        break
     if not isinstance(obj, Mapping):
       raise DataError(f"{path}: holds a {type(obj).__name__}, not a state dict")
     return {k: _to_numpy(k, v, path) for k, v in obj.items()}
