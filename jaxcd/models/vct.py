@@ -28,11 +28,13 @@ Where the official code cannot be followed literally:
     for a batch of 8 at 64x64 nodes, absent from the public snapshot) and no code that writes
     them is published. What the code fixes: the edges are constant (one list for every input),
     so they are spatial, not feature, neighbours; `indice1` rows index b*n nodes and columns n
-    (one graph per sample); a fork that had the files reports them at about 14 MB each, which
-    in numpy's default text format is ~2 x 294,912 numbers = 9 edges per node, with the graph
-    named `knngraph`. Read here: the k = 9 nearest grid pixels including the pixel itself (its
-    3x3 window inside the image; at borders the next nearest, ties by row-major index). The
-    self-loop and the border rule are our reading, not recoverable facts.
+    (one graph per sample). A fork that had the files (github qianxiR/BIE-EdgeNet, CLAUDE.md)
+    puts them at about 14 MB each: in numpy's default text format (25 bytes a number, two rows)
+    that is about 9 edges for each of the 8 x 4096 nodes (8 would give 13.1 MB), and the
+    function is named `knngraph`. Read here: the k = 9 nearest grid pixels including the pixel
+    itself, i.e. its 3x3 window, and at borders the next nearest (ties by row-major index). The
+    self-loop and the border rule (a 3x3 window clipped at borders, 14.4 MB, fits the size as
+    well) are our reading, not recoverable facts.
   - k-means: the official loop has no iteration cap; here at most `kmeans_max_iter` (100)
     iterations in a `lax.while_loop` (jittable, no host callbacks). Its initialisation
     hard-codes a batch of 8 (`np.tile(..., 8)`) and its squeezes break batch 1; here every
