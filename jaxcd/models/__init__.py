@@ -38,3 +38,4 @@ def _import_all():
   from jaxcd.models import dsamnet  # noqa: F401
   from jaxcd.models import stanet  # noqa: F401
   from jaxcd.models import changeformer  # noqa: F401
+  from jaxcd.models import vct  # noqa: F401

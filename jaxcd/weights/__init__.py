@@ -1,5 +1,5 @@
 """Weight import from PyTorch checkpoints: the official Dsfer-Net, SemiCD/RCL, SNUNet-CD,
-DSAMNet, STANet and ChangeFormerV6 networks, torchvision's VGG16 and ResNet, the deep-stem ResNet-50
+DSAMNet, STANet, ChangeFormerV6 and VcT networks, torchvision's VGG16 and ResNet, the deep-stem ResNet-50
 of CCT/SemiCD.
 
 `init_backbone_variables` loads ImageNet weights (`config.init.backbone`) into a model's encoder
@@ -12,7 +12,7 @@ naming it. Layouts: conv OIHW -> HWIO, Linear (out, in) -> (in, out), LayerNorm 
 (H, W, C), BatchNorm running statistics -> the `batch_stats` collection.
 
 Modules: `torch_io` (reading files), `rules` (the shared table machinery), one per network
-(`vgg`, `resnet`, `dsfernet`, `rcr`, `snunet`, `dsamnet`, `stanet`, `changeformer`), `backbone`
+(`vgg`, `resnet`, `dsfernet`, `rcr`, `snunet`, `dsamnet`, `stanet`, `changeformer`, `vct`), `backbone`
 (`config.init.backbone`).
 """
 from jaxcd.weights.backbone import init_backbone_variables
@@ -25,9 +25,11 @@ from jaxcd.weights.rules import Variables
 from jaxcd.weights.snunet import snunet_from_official
 from jaxcd.weights.stanet import stanet_from_official
 from jaxcd.weights.torch_io import load_state_dict
+from jaxcd.weights.vct import vct_from_official
 from jaxcd.weights.vgg import vgg16_from_torchvision
 
 __all__ = ["Variables", "changeformer_from_official", "dsamnet_from_official", "dsfernet_from_torch",
            "init_backbone_variables", "load_state_dict",
            "rcr_backbone_from_imagenet", "rcr_from_official", "resnet_from_torchvision",
-           "snunet_from_official", "stanet_from_official", "vgg16_from_torchvision"]
+           "snunet_from_official", "stanet_from_official", "vct_from_official",
+           "vgg16_from_torchvision"]

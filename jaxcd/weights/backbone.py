@@ -13,8 +13,8 @@ def init_backbone_variables(config, params: Any, batch_stats: Any = None) -> tup
   """(params, batch_stats) with the encoder replaced by the weights in `config.init.backbone`.
 
   dsfernet: torchvision `vgg16` into params['base'] (VGG16 has no BatchNorm);
-  bit: torchvision `resnet18` (layer1-3; layer4 and fc skipped) into params['backbone'], and its
-  ImageNet running statistics into batch_stats['backbone'] when `batch_stats` is given;
+  bit, vct: torchvision `resnet18` (layer1-3; layer4 and fc skipped) into params['backbone'], and
+  its ImageNet running statistics into batch_stats['backbone'] when `batch_stats` is given;
   rcr: a ResNet-50 the same way, the deep-stem `3x3resnet50-imagenet.pth` of CCT/SemiCD for
   config.model.stem='deep', torchvision `resnet50` for 'standard' (`rcr_backbone_from_imagenet`);
   dsamnet, stanet: torchvision `resnet18` into the stem, layer1-3 and layer4.0-1 of their
@@ -24,9 +24,9 @@ def init_backbone_variables(config, params: Any, batch_stats: Any = None) -> tup
   """
   path = config.init.backbone
   name = config.model.name
-  if name not in ("dsfernet", "bit", "rcr", "dsamnet", "stanet"):
+  if name not in ("dsfernet", "bit", "vct", "rcr", "dsamnet", "stanet"):
     raise ConfigError(f"config.init.backbone: no ImageNet backbone import for model {name!r} "
-                      "(supported: dsfernet <- vgg16, bit, dsamnet, stanet <- resnet18, "
+                      "(supported: dsfernet <- vgg16, bit, vct, dsamnet, stanet <- resnet18, "
                       "rcr <- resnet50)")
   state_dict = load_state_dict(path)
   params = dict(params)

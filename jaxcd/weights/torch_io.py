@@ -36,10 +36,11 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
       obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt or foreign files
       raise DataError(f"{path}: not a readable PyTorch checkpoint: {one_line(e)[:300]}") from None
-    # Common wrappings: {'state_dict': ..., 'epoch': ...}, ChangeFormer's {'model_G_state_dict': ...}.
-    for key in ("state_dict", "model_G_state_dict"):
-      if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-        obj = obj[key]
+    # Common wrappings: {'state_dict': ..., 'epoch': ...}; the BIT_CD-family trainers (VcT's)
+    # save {'model_G_state_dict': ..., 'optimizer_G_state_dict': ..., 'epoch_id': ...}.
+    for wrapper in ("state_dict", "model_G_state_dict"):
+      if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+        obj = obj[wrapper]
         break
     if not isinstance(obj, Mapping):
       raise DataError(f"{path}: holds a {type(obj).__name__}, not a state dict")
