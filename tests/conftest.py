@@ -17,6 +17,12 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       os.path.join(os.environ.get("TMPDIR", "/tmp"), "jaxcd-test-xla-cache"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# Most tests wait on XLA CPU compiles of small programs, a third of which is LLVM optimising
+# machine code: the tests (and their subprocesses) skip that. The optimised HLO is the same; the
+# machine code may round differently in a last bit (e.g. no FMA contraction), which no test sees:
+# runs compared bit for bit all run under the same flags, parity tests have tolerances. Library
+# convolutions and matmuls are unaffected. The user's XLA_FLAGS win.
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
 
 @pytest.fixture(autouse=True, scope="session")

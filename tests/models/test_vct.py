@@ -181,8 +181,9 @@ def test_train_step_gradients_and_batch_stats():
 
 
 def test_init_backbone_loads_torchvision_resnet18_into_vct(tmp_path, abstract):
-  from .test_bit import _bit_config, _torchvision_resnet18_state_dict
-  sd = _torchvision_resnet18_state_dict()
+  from .test_bit import _bit_config
+  from .variables import torchvision_resnet18_state_dict
+  sd = torchvision_resnet18_state_dict()
   path = tmp_path / "resnet18-test.npz"
   np.savez(path, **sd)
   v = jax.tree_util.tree_map(lambda s: np.full(s.shape, 0.5, np.float32), abstract)
