@@ -143,12 +143,15 @@ def test_kill_resume_evaluate_predict_on_gs(emulator, tmp_path):
 
 
 def test_two_processes_share_a_gs_workdir(emulator):
+  # JAX's persistent compilation cache in the bucket too (JAX writes it through etils.epath).
   from jaxcd import checkpointing, writers
   extra = dict(num_steps=4, eval_every=4, checkpoint_every=2)
   proc = subprocess.run(["bash", "launch/local.sh", "2"] + _train(f"gs://{BUCKET}/two", **extra),
                         cwd=REPO, capture_output=True, text=True, timeout=900,
-                        env={**os.environ, "JAX_PLATFORMS": "cpu"})
+                        env={**os.environ, "JAX_PLATFORMS": "cpu",
+                             "JAX_COMPILATION_CACHE_DIR": f"gs://{BUCKET}/xla-cache"})
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert _objects("xla-cache"), "no compiled program was cached in the bucket"
   _, step = checkpointing.load_numpy(f"gs://{BUCKET}/two")
   assert step == 4
   rows = writers.read_metrics(f"gs://{BUCKET}/two")
