@@ -90,6 +90,10 @@ class Checkpointer:
     `state` may change (or be donated) as soon as this returns, `data` too (its state is read
     here); `extra` arrays are written later and must not be modified in place."""
     mngr = self.best if best else self.latest
+    if not best:
+      # A committed checkpoints/<s> must never come before the best save issued before it: a
+      # run resumed from <s> would not redo that save (best saves are rare: little waiting).
+      self.best.wait_until_finished()
     if step in mngr.all_steps():
       return
     mngr.save(step, args=_save_args(state, data, meta or {}, extra), force=True)
