@@ -37,6 +37,25 @@ def resnet18_trunk(dtype: Dtype = jnp.float32, name: str = "backbone") -> ResNet
   return ResNet(stage_sizes=(2, 2, 2), strides=(1, 2, 1), dilations=(1, 1, 1), dtype=dtype, name=name)
 
 
+def token_features(a_BxHxWxC: jax.Array, b_BxHxWxC: jax.Array, dim: int, dtype: Dtype, train: bool,
+                   model: str) -> jax.Array:
+  """BiT's front end, shared with VcT: per-date ResNet-18 trunk (stride 8), nearest x2
+  upsampling and a 3x3 `conv_pred` to `dim` channels; dates stacked on the batch axis (2B).
+
+  Called inside a compact `__call__`, so its layers are the caller's (`backbone`, `conv_pred`).
+  The trunk runs once per date, as the official code: in training, BatchNorm then normalises each
+  date with its own batch statistics (one stacked call would pool them)."""
+  if a_BxHxWxC.shape != b_BxHxWxC.shape:
+    raise ValueError(f"{model}: image_a {a_BxHxWxC.shape} and image_b {b_BxHxWxC.shape} differ in shape")
+  _, h, w, _ = a_BxHxWxC.shape
+  if h % 8 or w % 8:
+    raise ValueError(f"{model}: input {h}x{w} is not a multiple of 8")
+  trunk = resnet18_trunk(dtype)
+  f = jnp.concatenate([trunk(a_BxHxWxC, train)[-1], trunk(b_BxHxWxC, train)[-1]])
+  f = jnp.repeat(jnp.repeat(f, 2, axis=1), 2, axis=2)  # nn.Upsample(scale_factor=2): nearest
+  return nn.Conv(dim, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, name="conv_pred")(f)
+
+
 class Attention(nn.Module):
   """Multi-head softmax attention of `x` (queries) over `m` (keys/values), output projection."""
   dim: int
@@ -108,18 +127,9 @@ class BiT(nn.Module):
 
   @nn.compact
   def __call__(self, a_BxHxWxC: jax.Array, b_BxHxWxC: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-    if a_BxHxWxC.shape != b_BxHxWxC.shape:
-      raise ValueError(f"bit: image_a {a_BxHxWxC.shape} and image_b {b_BxHxWxC.shape} differ in shape")
     n, h, w, _ = a_BxHxWxC.shape
-    if h % 8 or w % 8:
-      raise ValueError(f"bit: input {h}x{w} is not a multiple of 8")
     dt = jnp.dtype(self.dtype)
-    # Siamese trunk called once per date, as the official code: in training, BatchNorm then
-    # normalises each date with its own batch statistics (one stacked call would pool them).
-    trunk = resnet18_trunk(dt)
-    f = jnp.concatenate([trunk(a_BxHxWxC, train)[-1], trunk(b_BxHxWxC, train)[-1]])
-    f = jnp.repeat(jnp.repeat(f, 2, axis=1), 2, axis=2)  # nn.Upsample(scale_factor=2): nearest
-    x_2BxhxwxD = nn.Conv(self.dim, (3, 3), padding=((1, 1), (1, 1)), dtype=dt, name="conv_pred")(f)
+    x_2BxhxwxD = token_features(a_BxHxWxC, b_BxHxWxC, self.dim, dt, train, "bit")
     _, hh, ww, d = x_2BxhxwxD.shape
     x_2BxNxD = x_2BxhxwxD.reshape(2 * n, hh * ww, d)
 

@@ -61,7 +61,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcd.models.bit import FeedForward, TransformerLayer, _ln, resnet18_trunk
+from jaxcd.models.bit import FeedForward, TransformerLayer, _ln, token_features
 from jaxcd.models.layers import batch_norm
 from jaxcd.models.registry import register
 
@@ -166,17 +166,9 @@ class VcT(nn.Module):
 
   @nn.compact
   def __call__(self, a_BxHxWxC: jax.Array, b_BxHxWxC: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-    if a_BxHxWxC.shape != b_BxHxWxC.shape:
-      raise ValueError(f"vct: image_a {a_BxHxWxC.shape} and image_b {b_BxHxWxC.shape} differ in shape")
     n, h, w, _ = a_BxHxWxC.shape
-    if h % 8 or w % 8:
-      raise ValueError(f"vct: input {h}x{w} is not a multiple of 8")
     dt = jnp.dtype(self.dtype)
-    # Siamese trunk called once per date, as the official code (per-date BatchNorm statistics).
-    trunk = resnet18_trunk(dt)
-    f = jnp.concatenate([trunk(a_BxHxWxC, train)[-1], trunk(b_BxHxWxC, train)[-1]])
-    f = jnp.repeat(jnp.repeat(f, 2, axis=1), 2, axis=2)  # nn.Upsample(scale_factor=2): nearest
-    x = nn.Conv(self.dim, (3, 3), padding=((1, 1), (1, 1)), dtype=dt, name="conv_pred")(f)
+    x = token_features(a_BxHxWxC, b_BxHxWxC, self.dim, dt, train, "vct")
     _, hh, ww, d = x.shape
     x_2BxNxD = x.reshape(2 * n, hh * ww, d)
     xa, xb = x_2BxNxD[:n], x_2BxNxD[n:]
