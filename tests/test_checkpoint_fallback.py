@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO, assert_same_checkpoint, last_json, run_module, tiny_config, \
+from conftest import assert_same_checkpoint, last_json, run_module, tiny_config, \
     tiny_overrides
 from jaxcd import checkpointing, trainer
 from jaxcd.errors import DataError
@@ -191,8 +191,7 @@ def _evaluate(workdir, checkpoint: str) -> subprocess.CompletedProcess:
 def trained(tmp_path_factory):
   """A finished 6-step run: checkpoints/3, checkpoints/6 and best/."""
   workdir = tmp_path_factory.mktemp("trained") / "run"
-  proc = _train(workdir)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  trainer.train_and_evaluate(tiny_config(), str(workdir))
   assert sorted(os.listdir(workdir / "checkpoints")) == ["3", "6"]
   return workdir
 

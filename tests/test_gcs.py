@@ -101,7 +101,7 @@ def _committed(workdir_prefix: str, step: int):
   return due
 
 
-LOOP = dict(num_steps=12, eval_every=6, checkpoint_every=4, **{"input.batch_size": 4})
+LOOP = dict(num_steps=12, eval_every=6, checkpoint_every=4)
 
 
 def test_kill_resume_evaluate_predict_on_gs(emulator, tmp_path):

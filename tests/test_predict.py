@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jaxcd import predict, sliding
+from conftest import tiny_config
+from jaxcd import predict, sliding, trainer
 from jaxcd.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -249,12 +250,7 @@ def _run(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedPro
 def trained(tmp_path_factory) -> Path:
   """A 4-step FC-Siam-diff run on 64x64 synthetic scenes: a real checkpoint to predict with."""
   workdir = tmp_path_factory.mktemp("predict_run") / "run"
-  r = _run("jaxcd.train", "--config", CONFIG, "--workdir", str(workdir),
-           "--config.num_steps=4", "--config.eval_every=4", "--config.checkpoint_every=4",
-           "--config.input.batch_size=4", "--config.input.eval_batch_size=4",
-           "--config.data.num_train=16", "--config.data.num_val=4", "--config.data.num_test=4",
-           "--config.data.image_size=64", "--config.progress=False")
-  assert r.returncode == 0, r.stderr[-3000:]
+  trainer.train_and_evaluate(tiny_config(num_steps=4, eval_every=4, checkpoint_every=4), str(workdir))
   return workdir
 
 

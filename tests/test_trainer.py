@@ -40,7 +40,7 @@ if "test_pixel_net" not in REGISTRY:
 def pixel_config(**extra):
   c = tiny_config(**{"data.image_size": 32, "data.num_train": 8, "data.num_val": 4,
                      "data.num_test": 4, "input.batch_size": 4, "input.eval_batch_size": 4,
-                     **extra})
+                     "optim.schedule": "poly", **extra})
   c.model = ml_collections.ConfigDict({"name": "test_pixel_net", "num_classes": 2})
   return c
 
@@ -80,7 +80,7 @@ def test_two_stages_on_the_loop(tmp_path):
   assert val == [(2, 1), (3, 1), (5, 2)]  # every 2 steps and at the end; 0 = at the end only
   # Each stage's schedule restarts: the second stage's first row has the first's learning rate.
   lr = {r["step"]: r["lr"] for r in rows if r["split"] == "train"}
-  assert lr[1] == lr[4] == pytest.approx(m.config.optim.lr)
+  assert lr[1] == lr[4] == pytest.approx(m.config.optim.lr) and lr[2] < lr[1]
   # The second stage saved its start (global step 3) before its first step.
   assert sorted(int(s.name) for s in (tmp_path / "checkpoints").iterdir()) == [3, 5]
   assert sorted(int(s.name) for s in (tmp_path / "first" / "checkpoints").iterdir()) == [3]

@@ -29,7 +29,7 @@ EVAL_KEYS = {"step", "split", "phase", "f1", "oa", "kappa", "specificity", "mse"
 def tiny_config(**extra):
   c = sibling(str(REPO / "configs" / "x.py"), "cdcluster")
   c.data.update(image_size=64, num_train=32, num_val=8, num_test=8)
-  c.input.batch_size = c.input.eval_batch_size = 8
+  c.input.batch_size, c.input.eval_batch_size = 4, 8
   c.model.num_clusters = K
   c.num_steps, c.eval_every, c.checkpoint_every, c.log_every = 12, 4, 2, 1
   c.keep_checkpoints = 10
@@ -367,7 +367,7 @@ def test_two_processes_cluster_to_identical_centroids(tmp_path):
   import sys
   overrides = {"num_steps": 5, "eval_every": 5, "checkpoint_every": 5, "log_every": 1,
                "progress": False, "data.image_size": 64, "data.num_train": 32,
-               "data.num_val": 8, "data.num_test": 8, "input.batch_size": 8,
+               "data.num_val": 8, "data.num_test": 8, "input.batch_size": 4,
                "input.eval_batch_size": 8, "model.num_clusters": K,
                "cdcluster.warmup_fraction": 0.5, "cdcluster.warmup_steps": 4,
                "cdcluster.cluster_every_steps": 100, "cdcluster.max_samples": 3000,
