@@ -244,8 +244,16 @@ def analyse(compiled, devices, global_batch: int) -> dict[str, Any]:
       "est_mfu": flops / est / peak if est and peak else None,
       "peak_bf16_flops_per_chip": peak, "chip_source": chip.source if chip else None,
       "estimates": ESTIMATE,
-      "collectives": collectives(compiled.as_text()),
+      "collectives": _collectives_of(compiled),
   }
+
+
+def _collectives_of(compiled) -> dict[str, Any]:
+  try:
+    return collectives(compiled.as_text())
+  except Exception as e:  # noqa: BLE001  a libtpu newer than jaxlib can emit HLO it cannot print
+    return {"error": f"HLO text unavailable ({one_line(e)[:160]}); install the libtpu jax pins: "
+                     "pip install -e '.[tpu]'"}
 
 
 # --- entry points ---------------------------------------------------------------------------------
@@ -336,8 +344,9 @@ def describe(r: dict[str, Any]) -> str:
   h = r["hbm_per_chip_bytes"]
   est = (f"est. step {r['est_step_s'] * 1e3:.2f} ms, {r['est_pairs_per_s']:.0f} pairs/s, "
          f"MFU {100 * r['est_mfu']:.1f}%" if r["est_step_s"] else "no cost-model step time")
-  coll = ", ".join(f"{op} {c['count']} x ({c['bytes'] / 2**20:.1f} MiB)"
-                   for op, c in r["collectives"].items() if c["count"])
+  coll = r["collectives"].get("error") or ", ".join(
+      f"{op} {c['count']} x ({c['bytes'] / 2**20:.1f} MiB)"
+      for op, c in r["collectives"].items() if c["count"])
   mb = (f"; largest batch/chip {r['max_batch_per_chip']}" if "max_batch_per_chip" in r else "")
   return (f"{r['model']} ({r['method']}) on {r['topology']} ({r['chips']} x {r['device_kind']}), "
           f"batch {r['batch_per_chip']}/chip, {r['dtype']}: HBM/chip {gib(h['total'])} of "
