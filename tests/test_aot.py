@@ -42,6 +42,7 @@ def _config():
   return aot.aot_config(c, size=SIZE, dtype="bfloat16")
 
 
+@pytest.mark.slow  # one TPU compile: 19 s on a quiet moment of 2 shared cores, 75 s under load
 @needs_libtpu
 def test_aot_compiles_the_trainers_step_for_4_chips(capsys, monkeypatch):
   calls = []
