@@ -527,7 +527,8 @@ def run(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                        source_kwargs=_json_arg(args.source_kwargs, "--source_kwargs"))
     pairs = [(r, _describe_pipeline(r))]
   elif args.clustering:
-    r = bench_clustering(batch=args.batch or 16, size=args.size or 256, images=args.images, k=args.k,
+    r = bench_clustering(batch=args.batch or 16, size=args.size or 256, images=args.images,
+                         k=args.k,
                          max_samples=args.max_samples, dtype=args.dtype or "float32",
                          bands=args.bands, steps=args.steps or 3)
     pairs = [(r, _describe_clustering(r))]

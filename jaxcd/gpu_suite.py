@@ -197,7 +197,8 @@ def _pct(x) -> str:
 def markdown(head: dict[str, Any], rows: list[dict[str, Any]]) -> str:
   lines = [f"# GPU suite on {head['device_kind']} ({head['platform']}, jax {head['jax']})", "",
            f"{'Reduced run (--quick). ' if head['quick'] else ''}Total {head['seconds']} s.", "",
-           "| model | dtype | batch | train pairs/s | MFU | forward pairs/s | fwd MFU | compile s |",
+           "| model | dtype | batch | train pairs/s | MFU | forward pairs/s | fwd MFU "
+           "| compile s |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for r in rows:
     if r.get("kind") != "model":
