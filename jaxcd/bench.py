@@ -6,6 +6,11 @@
   python -m jaxcd.bench --pipeline --dataset levir_cd --data_dir ../shared/data/LEVIR-CD_samples_BIT_CD --batch 2
   python -m jaxcd.bench --kernel hopfield --batch 8 --json
   python -m jaxcd.bench --clustering --images 64 --size 256 --json   # CDCluster pseudo-labels
+  python -m jaxcd.bench --aot v5p:4x4x4 --model dsfernet --batch_per_chip 8 --dtype bfloat16 --json
+  python -m jaxcd.bench --suite gpu --out runs/gpu_suite                # all a lent GPU measures
+
+`--aot` compiles the trainer's step for a TPU topology without a TPU (`jaxcd.aot`; XLA's cost
+model estimates, not measurements); `--suite gpu` is `jaxcd.gpu_suite`.
 
 One function per kind (`bench_model`, `bench_pipeline`, `bench_hopfield`, `bench_clustering`), each returning the
 dict that `--json` prints as a line; `main` dispatches on the flags. Times are medians of
@@ -16,6 +21,7 @@ is of one device's program, so per-pair figures divide by the per-device batch.
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import sys
 import time
@@ -84,7 +90,7 @@ def _device_info(mesh) -> dict[str, Any]:
   return {"devices": int(mesh.devices.size), "platform": d.platform, "device_kind": d.device_kind}
 
 
-def _accepted_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+def accepted_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
   """The subset of kwargs that model `name` has fields for (so `--model all` can share them)."""
   from jaxcd.models import _REGISTRY, _import_all
   _import_all()
@@ -119,7 +125,7 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
     raise ConfigError("--model_kwargs: give the model with --model, not as 'name'")
   config = config_base.base_config()
   config.model.name = model
-  if "input_size" in _accepted_kwargs(model, {"input_size": size}):
+  if "input_size" in accepted_kwargs(model, {"input_size": size}):
     config.model.input_size = size  # e.g. dsfernet's official (C,H,W) LayerNorms: built per size
   config.model.update(model_kwargs or {})
   config.dtype = dtype
@@ -150,6 +156,7 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
   fwd_c = predict.lower(state.params, state.batch_stats, gb["image_a"], gb["image_b"]).compile()
   compile_s = time.perf_counter() - t0
   per_device_pairs = batch // n_dev
+  mem = train_c.memory_analysis()  # None where the backend has none
   train_flops = _flops(train_c) / per_device_pairs
   fwd_flops = _flops(fwd_c) / per_device_pairs
 
@@ -184,6 +191,9 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
       "fwd_mfu": fwd_flops * fwd_pps / total_peak if total_peak else None,
       "peak_flops_per_device": peak, "peak_flops_source": peak_source,
       "compile_s": compile_s, "steps": steps, **info,
+      # One device's train step: arguments (state, batch) and XLA's temporaries.
+      "train_argument_bytes": int(mem.argument_size_in_bytes) if mem else None,
+      "train_temp_bytes": int(mem.temp_size_in_bytes) if mem else None,
   }
 
 
@@ -381,15 +391,18 @@ def _describe_clustering(r: dict[str, Any]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="python -m jaxcd.bench", description=__doc__.split("\n")[0])
-  kind = p.add_mutually_exclusive_group(required=True)
+  kind = p.add_mutually_exclusive_group()  # one is required, except with --aot --config
   kind.add_argument("--model", help="a registered model, or 'all'")
+  kind.add_argument("--suite", choices=("gpu",),
+                    help="everything a lent accelerator should measure (jaxcd.gpu_suite)")
   kind.add_argument("--pipeline", action="store_true", help="time the host input pipeline")
   kind.add_argument("--kernel", choices=sorted(KERNELS), help="time a jitted kernel")
   kind.add_argument("--clustering", action="store_true",
                     help="time CDCluster's pseudo-label pass (features, FAISS fit, assignment)")
   p.add_argument("--batch", type=int, default=None,
                  help="global batch (default 8 for models and kernels, 16 for the pipeline)")
-  p.add_argument("--size", type=int, default=256, help="image side (models, levir_like)")
+  p.add_argument("--size", type=int, default=None,
+                 help="image side (models, levir_like: default 256; --aot: the config's)")
   p.add_argument("--dtype", choices=("float32", "bfloat16"), default=None,
                  help="compute dtype (default float32; kernels: both)")
   p.add_argument("--steps", type=int, default=None,
@@ -416,6 +429,21 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--k", type=int, default=20, help="clustering: clusters")
   p.add_argument("--max_samples", type=int, default=200_000,
                  help="clustering: pixel features sent to k-means")
+  p.add_argument("--aot", metavar="TOPOLOGY", default="",
+                 help="compile the trainer's step for a TPU topology (e.g. v5p:4x4x4, v5e:2x2; "
+                      "with --aot_scaling a generation, v5p or v5e) without running it")
+  p.add_argument("--config", default="",
+                 help="--aot: the training config file (configs/*.py); --model overrides its model")
+  p.add_argument("--batch_per_chip", type=int, default=8, help="--aot: pairs per chip")
+  p.add_argument("--max_batch", action="store_true",
+                 help="--aot: also find the largest batch per chip that fits HBM (bisection)")
+  p.add_argument("--max_batch_limit", type=int, default=1024,
+                 help="--max_batch: the largest batch per chip tried")
+  p.add_argument("--aot_scaling", action="store_true",
+                 help="--aot GEN: weak scaling, 4 -> 16 -> 64 -> 256 chips")
+  p.add_argument("--out", default="", help="--suite: folder for its JSON and markdown")
+  p.add_argument("--quick", action="store_true",
+                 help="--suite: a reduced run (small sizes, a few steps) that any CPU finishes")
   p.add_argument("--json", action="store_true", help="also print each result as a JSON line")
   return p
 
@@ -434,7 +462,7 @@ def _models(args) -> list[tuple[dict[str, Any], str]]:
   from jaxcd.models import list_models
   kwargs = _json_arg(args.model_kwargs, "--model_kwargs")
   batch = args.batch or 8
-  common = dict(batch=batch, size=args.size, dtype=args.dtype or "float32",
+  common = dict(batch=batch, size=args.size or 256, dtype=args.dtype or "float32",
                 steps=args.steps or 10, bands=args.bands, num_devices=args.devices,
                 peak_flops=args.peak_flops)
   if args.model != "all":
@@ -442,31 +470,65 @@ def _models(args) -> list[tuple[dict[str, Any], str]]:
     return [(r, _describe_model(r))]
   results = []
   for name in list_models():
-    mk = _accepted_kwargs(name, kwargs)
+    mk = accepted_kwargs(name, kwargs)
     try:
       r = bench_model(name, model_kwargs=mk, **common)
     except Exception as e:  # noqa: BLE001  a sweep reports a model it cannot run and goes on
-      r = {"kind": "model", "model": name, "batch": batch, "size": args.size,
+      r = {"kind": "model", "model": name, "batch": batch, "size": args.size or 256,
            "dtype": common["dtype"], "model_kwargs": mk,
            "error": f"{type(e).__name__}: {one_line(e)}"}
     results.append((r, _describe_model(r)))
   return results
 
 
+def _aot(args) -> list[tuple[dict[str, Any], str]]:
+  from jaxcd import aot
+  if not (args.model or args.config):
+    raise ConfigError("--aot: give --model or --config")
+  if args.model == "all":
+    raise ConfigError("--aot: one --model at a time (compiles take minutes)")
+  base = None
+  if args.config:
+    if not os.path.isfile(args.config):
+      raise ConfigError(f"--config: no such config file: {args.config}")
+    base = config_base.load(args.config)
+  size = args.size or (None if base else 256)  # a config keeps its own size unless given
+  config = aot.aot_config(base, model=args.model, size=size, dtype=args.dtype,
+                          model_kwargs=_json_arg(args.model_kwargs, "--model_kwargs"))
+  if args.aot_scaling:
+    rs = aot.scaling(args.aot, config, args.batch_per_chip)
+  elif args.max_batch:
+    rs = [aot.max_batch(args.aot, config, start=args.batch_per_chip,
+                        limit=args.max_batch_limit)]
+  else:
+    rs = [aot.compile_step(args.aot, config, args.batch_per_chip)]
+  return [(r, aot.describe(r)) for r in rs]
+
+
 def run(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
   """Parses the flags, runs the chosen benchmark(s), prints them; returns the result dicts."""
-  args = _parser().parse_args(argv)
-  if args.model:
+  parser = _parser()
+  args = parser.parse_args(argv)
+  if not (args.aot or args.model or args.suite or args.pipeline or args.kernel
+          or args.clustering):
+    parser.error("one of --model --suite --pipeline --kernel --clustering --aot is required")
+  if args.aot:
+    pairs = _aot(args)
+  elif args.suite:
+    from jaxcd import gpu_suite
+    return gpu_suite.run_suite(args.out, quick=args.quick, emit=args.json)
+  elif args.model:
     pairs = _models(args)
   elif args.pipeline:
     r = bench_pipeline(args.dataset, data_dir=args.data_dir, augment=args.augment,
                        batch=args.batch or 16, num_batches=args.num_batches,
                        worker_count=args.worker_count, num_threads=args.num_threads,
-                       crop_size=args.crop_size, size=args.size,
+                       crop_size=args.crop_size, size=args.size or 256,
                        source_kwargs=_json_arg(args.source_kwargs, "--source_kwargs"))
     pairs = [(r, _describe_pipeline(r))]
   elif args.clustering:
-    r = bench_clustering(batch=args.batch or 16, size=args.size, images=args.images, k=args.k,
+    r = bench_clustering(batch=args.batch or 16, size=args.size or 256, images=args.images,
+                         k=args.k,
                          max_samples=args.max_samples, dtype=args.dtype or "float32",
                          bands=args.bands, steps=args.steps or 3)
     pairs = [(r, _describe_clustering(r))]

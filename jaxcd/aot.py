@@ -1,0 +1,355 @@
+"""The trainer's step compiled ahead of time for a TPU topology, on a machine with no TPU.
+
+  pip install -e ".[tpu]"   # libtpu: XLA's TPU compiler, which runs on the CPU
+  python -m jaxcd.bench --aot v5p:4x4x4 --model dsfernet --batch_per_chip 8 --dtype bfloat16 --json
+  python -m jaxcd.bench --aot v5e:2x2 --config configs/fc_siam_diff.py --max_batch --json
+  python -m jaxcd.bench --aot v5p --aot_scaling --model fc_siam_diff --json   # 4 -> 256 chips
+
+`jax.experimental.topologies` gives compile-only devices of the topology; the method's own
+`train_step` (what `jaxcd.trainer` jits: same function, shardings and donation) is lowered with
+shape-only state and batch sharded over a mesh of them and compiled by libtpu. The executable's
+memory analysis gives HBM per chip; its cost analysis the FLOPs and `optimal_seconds`, XLA's TPU
+cost model's step time; its HLO the collectives. Every time, throughput and MFU here is that cost
+model's ESTIMATE, never a measurement (nothing runs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import tempfile
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from jaxcd import config_base, parallel
+from jaxcd.errors import ConfigError, one_line
+
+ESTIMATE = "XLA TPU cost model estimate (compiled, not run)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Chip:
+  hbm_bytes: int
+  peak_bf16_flops: float
+  source: str
+
+
+# By `device_kind` of the compile-only devices. Dense bf16 peaks and HBM per chip (Cloud TPU docs,
+# system architecture pages); MFU always uses the bf16 peak, the MXU's native rate.
+CHIPS: dict[str, Chip] = {
+    "TPU v4": Chip(32 * 2**30, 275e12, "Cloud TPU v4: 32 GiB HBM2, 275 TFLOP/s bf16"),
+    "TPU v5 lite": Chip(16 * 2**30, 197e12, "Cloud TPU v5e: 16 GiB HBM2, 197 TFLOP/s bf16"),
+    "TPU v5": Chip(95 * 2**30, 459e12, "Cloud TPU v5p: 95 GiB HBM2e, 459 TFLOP/s bf16"),
+    "TPU v6 lite": Chip(32 * 2**30, 918e12, "Cloud TPU v6e: 32 GiB HBM, 918 TFLOP/s bf16"),
+}
+
+# Weak-scaling series of `--aot_scaling`: chips -> topology name, per generation.
+SCALING = {
+    "v5p": {4: "v5p:2x2x1", 16: "v5p:2x2x4", 64: "v5p:4x4x4", 256: "v5p:8x8x4"},
+    "v5e": {4: "v5e:2x2", 16: "v5e:4x4", 64: "v5e:8x8", 256: "v5e:16x16"},
+}
+
+
+def libtpu_available() -> bool:
+  import importlib.util
+  return importlib.util.find_spec("libtpu") is not None
+
+
+def topology_devices(name: str) -> list:
+  """Compile-only devices of a TPU topology such as "v5p:2x2x1" or "v5e:16x16"."""
+  if not libtpu_available():
+    raise ConfigError("--aot needs XLA's TPU compiler: pip install -e '.[tpu]' (libtpu)")
+  # libtpu takes an exclusive lock on its chips; compiling needs none, and another jax process
+  # on this machine (which loads libtpu too once installed) may hold it.
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  from jax.experimental import topologies
+  try:
+    return list(topologies.get_topology_desc(name, "tpu").devices)
+  except Exception as e:  # noqa: BLE001  libtpu's messages name the bad topology
+    raise ConfigError(f"--aot {name!r}: not a TPU topology libtpu knows ({one_line(e)[:200]}); "
+                      "e.g. v5p:2x2x1, v5p:4x4x4, v5e:2x2, v5e:16x16") from None
+
+
+# --- the trainer's step on abstract inputs -----------------------------------------------------
+
+def aot_config(config=None, *, model: str | None = None, size: int | None = None,
+               dtype: str | None = None, model_kwargs: dict[str, Any] | None = None):
+  """The training config to compile: `config` (a configs/*.py result; default the base config)
+  with the given overrides. Synthetic data shrinks to a few pairs: only their shapes matter."""
+  from jaxcd.bench import accepted_kwargs
+  c = config_base.base_config() if config is None else config
+  c = c.unlock() if hasattr(c, "unlock") else c
+  if model:
+    c.model.name = model
+  if size:
+    c.data.image_size = size
+    c.input.crop_size = min(c.input.crop_size, size)
+    if "input_size" in accepted_kwargs(c.model.name, {"input_size": size}):
+      c.model.input_size = size  # e.g. dsfernet's (C,H,W) LayerNorms: built per size
+  c.model.update(model_kwargs or {})
+  if dtype:
+    c.dtype = dtype
+  if c.data.name == "synthetic":
+    c.data.num_train, c.data.num_val, c.data.num_test = 32, 4, 4
+  return c
+
+
+@dataclasses.dataclass
+class TrainStep:
+  """The jitted step and the abstract (ShapeDtypeStruct, sharded) arguments it is lowered with."""
+  step: Callable
+  state: Any
+  batch: dict[str, jax.ShapeDtypeStruct]
+  method: str
+  stage: str
+
+
+def _method_and_stage(config, mesh, workdir: str):
+  """The config's method, a `Run` on `mesh` and its first stage, as the trainer builds them."""
+  from jaxcd import state as state_lib
+  from jaxcd.data import source_from_config
+  from jaxcd.data.normalize import make_normalizer
+  from jaxcd.methods.base import Run
+  from jaxcd.trainer import check_config
+  method = check_config(config)
+  if not method.trains:
+    raise ConfigError(f"config.method: {config.method!r} trains nothing; no step to compile")
+  train_src = source_from_config(config.data, "train")
+  val_src = source_from_config(config.data, "val")
+  model = state_lib.build_model(config)
+  run = Run(config, workdir, mesh, model, make_normalizer(config), train_src, val_src,
+            state_lib.sample_shape(train_src, config), None, None)
+  return method, run, method.stages(run)[0]
+
+
+def train_step(config, mesh, global_batch: int) -> TrainStep:
+  """The method's train step for `mesh` (`Method.train_step`, which the trainer jits), with its
+  state and a `global_batch` batch as sharded ShapeDtypeStructs: nothing is allocated."""
+  from jaxcd import state as state_lib
+  config = config.copy_and_resolve_references()
+  config.input.batch_size = global_batch
+  with tempfile.TemporaryDirectory(prefix="jaxcd-aot-") as workdir:
+    method, run, stage = _method_and_stage(config, mesh, workdir)
+    tx, _ = method.optimizer(run, stage)
+    # The shapes and shardings of `method.init_state`'s result (it calls create_state).
+    state = state_lib.create_state(run.model, tx, run.sample_shape, config.seed, mesh,
+                                   abstract=True)
+    step = method.train_step(run, stage, state, tx)
+    batch = _batch_spec(config, mesh, global_batch, workdir, stage.name)
+  return TrainStep(step, state, batch, method.name, stage.name)
+
+
+def _batch_spec(config, mesh, global_batch: int, workdir: str, stage_name: str):
+  """The shapes of one global batch of the stage's own data stream (`Method.data`), read from a
+  2-pair host batch: the loop feeds what `parallel.to_global` keeps of it."""
+  small = config.copy_and_resolve_references()
+  small.input.batch_size, small.input.worker_count = 2, 0
+  method, run, _ = _method_and_stage(small, jax.sharding.Mesh(np.array(jax.devices()[:1]),
+                                                              (parallel.DATA_AXIS,)), workdir)
+  stage = next(s for s in method.stages(run) if s.name == stage_name)
+  host = next(method.data(run, stage))
+  sharding = parallel.data_sharded(mesh)
+  spec = {}
+  for k, v in host.items():
+    v = np.asarray(v)
+    if v.dtype.kind in "US O":
+      continue
+    spec[k] = jax.ShapeDtypeStruct((global_batch * len(v) // 2,) + v.shape[1:], v.dtype,
+                                   sharding=sharding)
+  return spec
+
+
+# --- what the compiled executable says ---------------------------------------------------------
+
+COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
+_BYTES = {"pred": 1, "s4": 0.5, "u4": 0.5, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2,
+          "bf16": 2, "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8,
+          "c128": 16}
+_SHAPE = re.compile(r"\b([a-z]+[0-9]*(?:e[0-9]m[0-9][a-z0-9]*)?)\[([0-9,]*)\]")
+_INSTR = re.compile(r"^\s*(?:ROOT )?%?[\w.\-]+ = (.+?) (" + "|".join(COLLECTIVES) +
+                    r")(-start)?\(", re.M)
+
+
+def _shape_bytes(text: str) -> int:
+  total = 0.0
+  for dtype, dims in _SHAPE.findall(text):
+    size = _BYTES.get(dtype, 1 if dtype.startswith("f8") else None)
+    if size is None:
+      continue
+    total += size * math.prod(int(d) for d in dims.split(",") if d)
+  return int(total)
+
+
+def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
+  """Count and result bytes (per chip) of each collective in compiled HLO text, as written: an
+  async pair counts once (its -start), one inside a loop body once."""
+  out = {op: {"count": 0, "bytes": 0} for op in COLLECTIVES}
+  for shape, op, start in _INSTR.findall(hlo_text):
+    if start and shape.startswith("("):
+      # An async start's result is (operands, outputs[, context]): count the outputs only.
+      parts = _top_level(shape[1:-1])
+      shape = parts[1] if len(parts) > 1 else parts[0]
+    out[op]["count"] += 1
+    out[op]["bytes"] += _shape_bytes(shape)
+  return out
+
+
+def _top_level(text: str) -> list[str]:
+  parts, depth, cur = [], 0, ""
+  for ch in text:
+    depth += ch in "({[" and 1 or (-1 if ch in ")}]" else 0)
+    if ch == "," and depth == 0:
+      parts.append(cur.strip())
+      cur = ""
+    else:
+      cur += ch
+  return parts + [cur.strip()] if cur.strip() else parts
+
+
+def _cost(compiled) -> dict[str, float]:
+  ca = compiled.cost_analysis()
+  if isinstance(ca, (list, tuple)):
+    ca = ca[0] if ca else {}
+  return dict(ca or {})
+
+
+def analyse(compiled, devices, global_batch: int) -> dict[str, Any]:
+  """HBM per chip, FLOPs per chip, XLA's estimated step time and what follows, collectives."""
+  kind = devices[0].device_kind
+  chip = CHIPS.get(kind)
+  ma = compiled.memory_analysis()
+  hbm = {"arguments": int(ma.argument_size_in_bytes), "temporaries": int(ma.temp_size_in_bytes),
+         "outputs": int(ma.output_size_in_bytes), "aliased": int(ma.alias_size_in_bytes),
+         "generated_code": int(ma.generated_code_size_in_bytes)}
+  # Donated state: outputs aliased to arguments occupy no second buffer.
+  hbm["total"] = (hbm["arguments"] + hbm["outputs"] - hbm["aliased"] + hbm["temporaries"]
+                  + hbm["generated_code"])
+  hbm["capacity"] = chip.hbm_bytes if chip else None
+  cost = _cost(compiled)
+  flops = float(cost.get("flops", 0.0))
+  est = float(cost.get("optimal_seconds", -1.0))
+  est = est if est > 0 else None  # <= 0: the cost model gave no estimate for this program
+  chips = len(devices)
+  peak = chip.peak_bf16_flops if chip else None
+  return {
+      "chips": chips, "device_kind": kind, "global_batch": global_batch,
+      "batch_per_chip": global_batch // chips, "hbm_per_chip_bytes": hbm,
+      "fits_hbm": hbm["total"] <= chip.hbm_bytes if chip else None,
+      "flops_per_chip": flops, "bytes_accessed_per_chip": float(cost.get("bytes accessed", 0.0)),
+      "est_step_s": est, "est_pairs_per_s": global_batch / est if est else None,
+      "est_mfu": flops / est / peak if est and peak else None,
+      "peak_bf16_flops_per_chip": peak, "chip_source": chip.source if chip else None,
+      "estimates": ESTIMATE,
+      "collectives": _collectives_of(compiled),
+  }
+
+
+def _collectives_of(compiled) -> dict[str, Any]:
+  try:
+    return collectives(compiled.as_text())
+  except Exception as e:  # noqa: BLE001  a libtpu newer than jaxlib can emit HLO it cannot print
+    return {"error": f"HLO text unavailable ({one_line(e)[:160]}); install the libtpu jax pins: "
+                     "pip install -e '.[tpu]'"}
+
+
+# --- entry points ---------------------------------------------------------------------------------
+
+def compile_step(topology: str, config, batch_per_chip: int) -> dict[str, Any]:
+  """Compiles the trainer's step for `topology` at `batch_per_chip` pairs per chip; its report."""
+  if batch_per_chip <= 0:
+    raise ConfigError(f"--batch_per_chip must be positive, got {batch_per_chip}")
+  devices = topology_devices(topology)
+  mesh = parallel.make_mesh(devices)
+  global_batch = batch_per_chip * len(devices)
+  t0 = time.perf_counter()
+  ts = train_step(config, mesh, global_batch)
+  lowered = ts.step.lower(ts.state, ts.batch)
+  lower_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  try:
+    compiled = lowered.compile()
+  except Exception as e:  # noqa: BLE001
+    if "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower():
+      return {"kind": "aot", "topology": topology, "chips": len(devices),
+              "global_batch": global_batch, "batch_per_chip": batch_per_chip, "fits_hbm": False,
+              "compile_error": one_line(e)[:300], "compile_s": time.perf_counter() - t0}
+    raise
+  compile_s = time.perf_counter() - t0
+  size = ts.batch["image_a"].shape[1] if "image_a" in ts.batch else None
+  return {"kind": "aot", "topology": topology, "model": config.model.name,
+          "method": ts.method, "stage": ts.stage, "dtype": config.dtype, "size": size,
+          **analyse(compiled, devices, global_batch),
+          "lower_s": lower_s, "compile_s": compile_s, "compiled_on": _host()}
+
+
+def _host() -> str:
+  return f"{os.cpu_count()}-core CPU, jax {jax.__version__}"
+
+
+def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
+              report: Callable[[dict], None] | None = None) -> dict[str, Any]:
+  """The largest batch per chip whose compiled step fits the chip's HBM: doubling from `start`
+  to the first that does not fit, then bisection between the last two. Each probe compiles."""
+  probes: dict[int, dict] = {}
+
+  def fits(b: int) -> bool:
+    if b not in probes:
+      probes[b] = compile_step(topology, config, b)
+      if report:
+        report(probes[b])
+    return bool(probes[b]["fits_hbm"])
+
+  lo, hi = 0, start
+  while hi <= limit and fits(hi):
+    lo, hi = hi, hi * 2
+  if hi > limit:
+    best = lo
+  else:
+    if lo == 0:  # even `start` does not fit: bisect below it
+      lo = 0
+    while hi - lo > 1:
+      mid = (lo + hi) // 2
+      lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    best = lo
+  out = dict(probes[best]) if best else {"kind": "aot", "topology": topology}
+  out.update(max_batch_per_chip=best, max_batch_limit=limit,
+             max_batch_probes=sorted(probes), max_batch_at_limit=hi > limit)
+  return out
+
+
+def scaling(generation: str, config, batch_per_chip: int, chips=(4, 16, 64, 256),
+            report: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
+  """Weak scaling: the same batch per chip compiled for each chip count of `generation`."""
+  if generation not in SCALING:
+    raise ConfigError(f"--aot {generation!r} with --aot_scaling: give a generation, one of "
+                      f"{', '.join(SCALING)}")
+  out = []
+  for n in chips:
+    r = compile_step(SCALING[generation][n], config, batch_per_chip)
+    out.append(r)
+    if report:
+      report(r)
+  return out
+
+
+def describe(r: dict[str, Any]) -> str:
+  if "compile_error" in r:
+    return (f"{r['topology']} batch {r['batch_per_chip']}/chip: does not compile "
+            f"({r['compile_error'][:120]})")
+  gib = lambda b: f"{b / 2**30:.2f} GiB" if b is not None else "?"  # noqa: E731
+  h = r["hbm_per_chip_bytes"]
+  est = (f"est. step {r['est_step_s'] * 1e3:.2f} ms, {r['est_pairs_per_s']:.0f} pairs/s, "
+         f"MFU {100 * r['est_mfu']:.1f}%" if r["est_step_s"] else "no cost-model step time")
+  coll = r["collectives"].get("error") or ", ".join(
+      f"{op} {c['count']} x ({c['bytes'] / 2**20:.1f} MiB)"
+      for op, c in r["collectives"].items() if c["count"])
+  mb = (f"; largest batch/chip {r['max_batch_per_chip']}" if "max_batch_per_chip" in r else "")
+  return (f"{r['model']} ({r['method']}) on {r['topology']} ({r['chips']} x {r['device_kind']}), "
+          f"batch {r['batch_per_chip']}/chip, {r['dtype']}: HBM/chip {gib(h['total'])} of "
+          f"{gib(h['capacity'])} (temporaries {gib(h['temporaries'])}); "
+          f"{r['flops_per_chip'] / 1e12:.3f} TFLOP/chip/step; {est} [{ESTIMATE}]; "
+          f"collectives: {coll or 'none'}; compiled in {r['compile_s']:.0f} s here{mb}")
