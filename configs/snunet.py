@@ -17,10 +17,15 @@ def get_config():
   c = sibling(__file__, "fc_siam_diff")
   c.model.name = "snunet"
   del c.model["dropout"]  # SNUNet has no dropout
-  c.model.width = 32  # base channels: the official n1
+  c.model.width = 16  # base channels (official n1): SNUNet-CD/16; the paper's /32 is 4x the FLOPs
   c.loss.name = "snunet"  # jaxcd.losses.snunet_loss: CE + Dice, as the official hybrid_loss
   c.optim.name = "adamw"
   c.optim.lr = 1e-3
   c.optim.weight_decay = 1e-2
   c.optim.schedule = "constant"
+  # The shared CPU budget (jaxcd.experiments.same_steps): 100 steps of 8 pairs, one validation.
+  c.input.batch_size = 8
+  c.num_steps = 100
+  c.eval_every = 100
+  c.checkpoint_every = 100
   return c

@@ -28,4 +28,9 @@ def get_config():
   c.optim.name = "adam"
   c.optim.lr = 1e-3
   c.optim.schedule = "linear"
+  # The shared CPU budget (jaxcd.experiments.same_steps): 100 steps of 8 pairs, one validation.
+  c.input.batch_size = 8
+  c.num_steps = 100
+  c.eval_every = 100
+  c.checkpoint_every = 100
   return c

@@ -26,4 +26,9 @@ def get_config():
   c.model.enc_depth = 1  # transformer encoder (and token cross-attention) layers
   c.model.dec_depth = 8  # transformer decoder layers
   c.optim.schedule = "linear"
+  # The shared CPU budget (jaxcd.experiments.same_steps): 100 steps of 8 pairs, one validation.
+  c.input.batch_size = 8
+  c.num_steps = 100
+  c.eval_every = 100
+  c.checkpoint_every = 100
   return c
