@@ -9,8 +9,8 @@ Model -> config: configs/<model>.py; `rcr` runs configs/rcl.py as its supervised
 half, one clustering, the unsupervised rest). Each model overrides only `num_steps`,
 `input.batch_size` and the evaluation / checkpoint cadence (one validation, at the end), so the
 comparison is of models and their recipes at a fixed, small budget, not of converged models.
-Each model is one run in OUT/<model>/ (an interrupted experiment resumes; a finished run only
-re-evaluates). Writes OUT/same_steps.csv and OUT/same_steps.md and prints the rows as a JSON
+Each model is one run in OUT/<model>/ (an interrupted experiment resumes; a run finished under
+the same budget keeps its row). Writes OUT/same_steps.csv and OUT/same_steps.md and prints the rows as a JSON
 last line; `seconds` is the wall time of that call (compilation and evaluation included).
 """
 import csv
@@ -82,10 +82,15 @@ def run(out: str, models: Sequence[str], steps: int, batch: int, configs_dir: st
     train_fn = trainer.train_and_evaluate
   if steps <= 0 or batch <= 0:
     raise ConfigError(f"--steps and --batch must be positive, got {steps}, {batch}")
+  done = {r["model"]: r for r in read_rows(out)}
   rows = []
   for model in models:
     c, path = config_for(model, configs_dir, steps, batch)
     wd = os.path.join(out, model)
+    prev = done.get(model)
+    if prev and (prev["steps"], prev["batch"]) == (steps, batch) and final_test_row(wd):
+      rows.append(prev)  # finished under this budget: keep its row (and its wall time)
+      continue
     t0 = time.perf_counter()
     train_fn(c, wd)
     seconds = time.perf_counter() - t0
@@ -94,6 +99,20 @@ def run(out: str, models: Sequence[str], steps: int, batch: int, configs_dir: st
                  "seconds": round(seconds, 1), "workdir": wd,
                  **{k: round(r[k], 4) for k in ("f1", "iou", "precision", "recall") if k in r}})
     write_tables(rows, out)  # after every model: a partial table survives an interruption
+  return rows
+
+
+def read_rows(out: str) -> list[dict]:
+  """The rows of an earlier OUT/same_steps.csv (none if absent), numbers parsed."""
+  path = os.path.join(out, "same_steps.csv")
+  if not os.path.exists(path):
+    return []
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  for r in rows:
+    for k in ("f1", "iou", "precision", "recall", "seconds"):
+      r[k] = float(r[k]) if r.get(k) else None
+    r["steps"], r["batch"] = int(r["steps"]), int(r["batch"])
   return rows
 
 
@@ -106,10 +125,11 @@ def write_tables(rows: list[dict], out: str) -> tuple[str, str]:
     wr.writeheader()
     wr.writerows(rows)
   fmt = lambda v: "-" if v is None else f"{v:.3f}"
+  secs = lambda v: "-" if v is None else f"{v:.0f}"
   lines = ["| model | test F1 | test IoU | wall s | config |", "|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r['model']} | {fmt(r.get('f1'))} | {fmt(r.get('iou'))} | "
-                 f"{r['seconds']:.0f} | {r['config']} |")
+                 f"{secs(r.get('seconds'))} | {r['config']} |")
   with open(md_path, "w") as f:
     f.write("\n".join(lines) + "\n")
   return csv_path, md_path
