@@ -20,6 +20,7 @@ is of one device's program, so per-pair figures divide by the per-device batch.
 """
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import statistics
@@ -97,13 +98,36 @@ def accepted_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
   if name not in _REGISTRY:
     return kwargs  # get_model names the unknown model
   cls = _REGISTRY[name]
-  if not dataclasses.is_dataclass(cls):  # a factory: no way to tell, pass everything
-    return kwargs
-  names = {f.name for f in dataclasses.fields(cls)}
+  if dataclasses.is_dataclass(cls):
+    names = {f.name for f in dataclasses.fields(cls)}
+  else:  # a factory function (cdcluster): its parameters, unless it takes **kwargs
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+      return kwargs
+    names = {p.name for p in params}
   return {k: v for k, v in kwargs.items() if k in names}
 
 
 # --- whole train and forward steps ----------------------------------------------------------------
+
+def model_config(model: str, size: int = 256, dtype: str = "float32", bands: int = 3,
+                 model_kwargs: dict[str, Any] | None = None):
+  """The config a model is benchmarked with: the model's defaults (its official sizes), plain
+  cross-entropy on 'logits' (every registered model returns them), `size` for models built per
+  input size."""
+  if "name" in (model_kwargs or {}):
+    raise ConfigError("--model_kwargs: give the model with --model, not as 'name'")
+  config = config_base.base_config()
+  config.model.name = model
+  if "input_size" in accepted_kwargs(model, {"input_size": size}):
+    config.model.input_size = size  # e.g. dsfernet's official (C,H,W) LayerNorms: built per size
+  config.model.update(model_kwargs or {})
+  config.dtype = dtype
+  config.data.num_bands = bands
+  config.data.mean = (127.5,) * bands
+  config.data.std = (127.5,) * bands
+  return config
+
 
 def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float32",
                 steps: int = 10, bands: int = 3, model_kwargs: dict[str, Any] | None = None,
@@ -121,18 +145,7 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
   if batch % n_dev:
     raise ConfigError(f"--batch={batch} is not divisible by the {n_dev} devices of the mesh "
                       f"(use --devices to take fewer)")
-  if "name" in (model_kwargs or {}):
-    raise ConfigError("--model_kwargs: give the model with --model, not as 'name'")
-  config = config_base.base_config()
-  config.model.name = model
-  if "input_size" in accepted_kwargs(model, {"input_size": size}):
-    config.model.input_size = size  # e.g. dsfernet's official (C,H,W) LayerNorms: built per size
-  config.model.update(model_kwargs or {})
-  config.dtype = dtype
-  config.data.num_bands = bands
-  config.data.mean = (127.5,) * bands
-  config.data.std = (127.5,) * bands
-
+  config = model_config(model, size, dtype, bands, model_kwargs)
   net = state_lib.build_model(config)
   tx, _ = optim.make_optimizer(config.optim, config.num_steps)
   loss_fn = losses.from_config(config.loss)

@@ -116,3 +116,30 @@ def test_dsfernet_bench_builds_its_layernorms_for_the_bench_size():
   net = get_model("dsfernet", input_size=32)
   variables = jax.eval_shape(lambda a, b: net.init(jax.random.key(0), a, b, train=False), x, x)
   assert r["size"] == 32 and r["params"] == count_params(variables["params"])
+
+
+@pytest.mark.slow  # traces (no compile) every registered model's train step: ~1 min on 2 cores
+def test_every_registered_model_has_a_bench_train_step():
+  # `--model all` benchmarks each model with its defaults and plain CE on 'logits': the train
+  # step of every registered model must trace with that config (jax.eval_shape: no compile).
+  from jaxcd import losses, optim, parallel, steps
+  from jaxcd.data.normalize import make_normalizer
+  from jaxcd.models import list_models
+  mesh = parallel.make_mesh(jax.devices()[:1])
+  names = list_models()
+  assert {"bit", "changeformer", "dsamnet", "snunet", "stanet", "vct"} <= set(names)
+  for name in names:
+    config = bench.model_config(name, size=64)
+    net = state_lib.build_model(config)
+    tx, _ = optim.make_optimizer(config.optim, config.num_steps)
+    state = state_lib.create_state(net, tx, (1, 64, 64, 3), 0, mesh, abstract=True)
+    shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
+    step = steps.make_train_step(net, tx, losses.from_config(config.loss), make_normalizer(config),
+                                 jax.random.key(0), mesh, shardings)
+    batch = {"image_a": jax.ShapeDtypeStruct((2, 64, 64, 3), np.uint8),
+             "image_b": jax.ShapeDtypeStruct((2, 64, 64, 3), np.uint8),
+             "label": jax.ShapeDtypeStruct((2, 64, 64), np.uint8)}
+    new_state, metrics = jax.eval_shape(step, state, batch)
+    assert jax.tree_util.tree_structure(new_state.params) == jax.tree_util.tree_structure(
+        state.params), name
+    assert metrics["loss"].shape == (), name

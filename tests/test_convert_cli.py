@@ -1,7 +1,8 @@
-"""`python -m jaxcd.convert dsfernet --torch CKPT --workdir W --config C`: the stored checkpoint
-is the converted model (checked against a PyTorch MyNet with the official names where torch is
-installed, and against explicit layout transposes of an .npz elsewhere), and `jaxcd.evaluate`
-loads it; --config is required."""
+"""`python -m jaxcd.convert MODEL --torch CKPT --workdir W --config C`: the stored checkpoint
+is the converted model (Dsfer-Net: checked against a PyTorch MyNet with the official names where
+torch is installed, and against explicit layout transposes of an .npz elsewhere; SNUNet-CD and
+ChangeFormer: a torch re-statement's random state dict), and `jaxcd.evaluate` loads it; the
+config is checked against the weights; --config is required."""
 
 import jax
 import jax.numpy as jnp
@@ -170,3 +171,111 @@ def test_config_is_required(tmp_path):
                     str(tmp_path / "run"), check=False)
   assert proc.returncode != 0 and "Flag --config must have a value" in proc.stderr
   assert not (tmp_path / "run").exists()
+
+
+# Small official-layout networks (tests/torch_reference) and the config fields that match them.
+SMALL_CF = dict(embed_dim=32, embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4))
+RIVALS = {"snunet": {"width": 8}, "changeformer": SMALL_CF}
+
+
+def _torch_reference(model: str):
+  try:
+    from tests.torch_reference import changeformer_ref, snunet_ref
+  except ImportError:
+    from torch_reference import changeformer_ref, snunet_ref
+  if model == "snunet":
+    return snunet_ref.SNUNetECAM(width=8)
+  return changeformer_ref.ChangeFormerV6(**SMALL_CF)
+
+
+def _config_file(tmp_path, model: str, fields: dict) -> str:
+  """A config file that is configs/<model>.py with `fields` set in config.model."""
+  lines = ["from jaxcd.config_base import load", "", "", "def get_config():",
+           f"  c = load({str(REPO / 'configs' / f'{model}.py')!r})"]
+  lines += [f"  c.model.{k} = {v!r}" for k, v in fields.items()]
+  lines += ["  return c", ""]
+  path = tmp_path / f"{model}_small.py"
+  path.write_text("\n".join(lines))
+  return str(path)
+
+
+@pytest.mark.slow  # a CLI run each (no model compile: abstract shapes and the optimizer init)
+@pytest.mark.parametrize("model", sorted(RIVALS))
+def test_rival_checkpoint_is_the_converted_state_dict(tmp_path, model):
+  pytest.importorskip("torch", reason=TORCH_REASON)
+  import torch
+  from jaxcd import weights
+  from jaxcd.models import get_model
+  torch.manual_seed(0)
+  net = _torch_reference(model)
+  ckpt = tmp_path / "official.pth"
+  torch.save(net.state_dict(), ckpt)
+  sd = {k: v.numpy() for k, v in net.state_dict().items()}
+  proc = run_module("jaxcd.convert", model, "--torch", str(ckpt), "--workdir",
+                    str(tmp_path / "run"), "--config", _config_file(tmp_path, model, RIVALS[model]),
+                    timeout=900)
+  res = last_json(proc.stdout)
+  assert res["model"] == model and res["converted_from"] == str(ckpt)
+  # Every parameter of the torch module is stored (BatchNorm statistics are not parameters).
+  assert res["params"] == sum(p.numel() for p in net.parameters())
+
+  state, step = checkpointing.load_numpy(str(tmp_path / "run"), which=checkpointing.BEST)
+  assert step == 0 and int(state["step"]) == 0
+  x = jax.ShapeDtypeStruct((1, S, S, 3), jnp.float32)
+  net_j = get_model(model, **RIVALS[model])
+  expected = jax.eval_shape(lambda a: net_j.init(jax.random.key(0), a, a, train=False), x)
+  convert = getattr(weights, f"{model}_from_official")
+  want = convert(sd, expected)
+  for coll in ("params", "batch_stats"):
+    got_leaves = jax.tree_util.tree_leaves_with_path(state[coll])
+    want_leaves = dict(jax.tree_util.tree_leaves_with_path(want[coll]))
+    assert len(got_leaves) == len(want_leaves)
+    for path, leaf in got_leaves:
+      np.testing.assert_array_equal(leaf, want_leaves[path], err_msg=jax.tree_util.keystr(path))
+  # And a few leaves against the torch tensors directly (layouts written out, not converted).
+  p = state["params"]
+  if model == "snunet":
+    np.testing.assert_array_equal(p["conv_final"]["kernel"], sd["conv_final.weight"].transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(p["Up1_0"]["kernel"],
+                                  sd["Up1_0.up.weight"].transpose(2, 3, 0, 1)[::-1, ::-1])
+  else:
+    np.testing.assert_array_equal(p["encoder"]["block1_0"]["attn"]["q"]["kernel"],
+                                  sd["Tenc_x2.block1.0.attn.q.weight"].T)
+    np.testing.assert_array_equal(state["batch_stats"]["decoder"]["linear_fuse_bn"]["var"],
+                                  sd["TDec_x2.linear_fuse.1.running_var"])
+
+
+def test_wrong_model_for_the_config_is_one_line(tmp_path):
+  # The model name is checked before the checkpoint is read: no file is needed.
+  proc = run_module("jaxcd.convert", "snunet", "--torch", str(tmp_path / "w.npz"), "--workdir",
+                    str(tmp_path / "run"), "--config", str(REPO / "configs" / "dsamnet.py"),
+                    check=False)
+  err = proc.stderr.strip().splitlines()[-1]
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  assert err == ("error: config.model.name is 'dsamnet'; converting snunet weights needs a "
+                 "snunet config (e.g. configs/snunet.py)")
+
+
+def test_config_disagreeing_with_the_weights_names_the_field(tmp_path):
+  # In-process and without jit: a model without a converter, the bands and classes the weights
+  # imply, and STANet's two files.
+  from jaxcd import convert
+  with pytest.raises(Exception, match=r"no official-weights converter for 'bit'; choose from "
+                     r"changeformer, dsamnet, dsfernet, rcr, snunet, stanet, vct$"):
+    convert.convert_to_workdir("bit", sibling(str(REPO / "configs" / "x.py"), "bit"),
+                               tmp_path / "w.npz", tmp_path / "run")
+  c = sibling(str(REPO / "configs" / "x.py"), "snunet")
+  sd = {"conv0_0.conv1.weight": np.zeros((8, 4, 3, 3), np.float32),
+        "conv_final.weight": np.zeros((3, 32, 1, 1), np.float32)}
+  with pytest.raises(Exception, match=r"^w.npz: the weights take 4 bands but config.data.num_bands=3$"):
+    convert.check_implied("snunet", sd, c, "w.npz")
+  sd["conv0_0.conv1.weight"] = np.zeros((8, 3, 3, 3), np.float32)
+  with pytest.raises(Exception, match=r"the weights have 3 classes but config.model.num_classes=2$"):
+    convert.check_implied("snunet", sd, c, "w.npz")
+  np.savez(tmp_path / "f.npz", **{"module.backbone.conv1.weight": np.ones((2, 3, 1, 1), np.float32)})
+  np.savez(tmp_path / "a.npz", **{"Self_Att.gamma": np.full((1,), 2.0, np.float32)})
+  merged = convert.load_merged(f"{tmp_path / 'f.npz'},{tmp_path / 'a.npz'}")
+  assert sorted(merged) == ["Self_Att.gamma", "module.backbone.conv1.weight"]
+  assert float(merged["Self_Att.gamma"][0]) == 2.0
+  with pytest.raises(Exception, match="also in an earlier --torch file"):
+    convert.load_merged(f"{tmp_path / 'f.npz'},{tmp_path / 'f.npz'}")
