@@ -60,7 +60,8 @@ def class_ce(logits_BxK: jax.Array, target: int) -> jax.Array:
       logits_BxK.astype(jnp.float32), labels))
 
 
-def masked_ce(logits_BxHxWxK: jax.Array, labels_BxHxW: jax.Array, mask_BxHxW: jax.Array) -> jax.Array:
+def masked_ce(logits_BxHxWxK: jax.Array, labels_BxHxW: jax.Array,
+              mask_BxHxW: jax.Array) -> jax.Array:
   """Mean pixel CE over the pixels of `mask` (0 when it selects none)."""
   logp = jax.nn.log_softmax(logits_BxHxWxK.astype(jnp.float32), axis=-1)
   nll = -jnp.take_along_axis(logp, labels_BxHxW[..., None].astype(jnp.int32), axis=-1)[..., 0]
@@ -191,8 +192,9 @@ class SemiAdversarial(base.Method):
     n_u = int(c.input.batch_size) - n_l
     lab = pipeline.Subset(run.train_src, semi.tile_indices(self.lab_idx, n_l))
     unl = pipeline.Subset(run.train_src, semi.tile_indices(self.unl_idx, n_u))
-    stream = lambda src, n, i: base.train_stream(c, src, n, semi.stream_seed(c.seed, 1, i))  # noqa: E731
-    return pipeline.Streams({"labeled": stream(lab, n_l, 0), "unlabeled": stream(unl, n_u, 1)})
+    seed = lambda i: semi.stream_seed(c.seed, 1, i)  # noqa: E731
+    return pipeline.Streams({"labeled": base.train_stream(c, lab, n_l, seed(0)),
+                             "unlabeled": base.train_stream(c, unl, n_u, seed(1))})
 
   def disc_tx(self, stage: base.Stage) -> optax.GradientTransformation:
     return disc_optimizer(self.config.gan, stage.steps)
