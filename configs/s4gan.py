@@ -5,7 +5,8 @@ configs/s4gan_levir.py).
 
   python -m jaxcd.train --config configs/s4gan.py --workdir runs/s4gan
 
-No download. Results: docs/results.md#adversarial-rivals-on-the-synthetic-scenes
+No download. Not yet run to the end (no time or result to expect recorded); Sup. only beside
+it: test F1 0.000 (docs/results.md#adversarial-rivals-on-the-synthetic-scenes).
 """
 from jaxcd.config_base import sibling
 

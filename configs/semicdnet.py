@@ -4,7 +4,8 @@ batches, steps and discriminator optimiser; paper settings: configs/semicdnet_le
 
   python -m jaxcd.train --config configs/semicdnet.py --workdir runs/semicdnet
 
-No download. Results: docs/results.md#adversarial-rivals-on-the-synthetic-scenes
+No download. Not yet run to the end (no time or result to expect recorded); Sup. only beside
+it: test F1 0.000 (docs/results.md#adversarial-rivals-on-the-synthetic-scenes).
 """
 from jaxcd.config_base import sibling
 

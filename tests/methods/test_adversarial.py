@@ -87,6 +87,7 @@ def _to_flax(state_dict) -> dict:
   return out
 
 
+@pytest.mark.slow
 def test_discriminator_forward_matches_the_torch_reference():
   torch = pytest.importorskip("torch", reason=TORCH_REASON)
   from tests.torch_reference import discriminators_ref as ref
@@ -148,15 +149,17 @@ def test_advnet_generator_loss_by_hand():
   method = get_method(c)
   method.total_steps = 10
   module, channels = method.discriminators()["d"]
-  params = module.init({"params": jax.random.key(0)}, jnp.zeros((1, 32, 32, channels)))["params"]
-  params = {"d": jax.tree_util.tree_map(jnp.zeros_like, params)}
+  shapes = jax.eval_shape(lambda x: module.init({"params": jax.random.key(0)}, x),
+                          jax.ShapeDtypeStruct((1, 32, 32, channels), jnp.float32))["params"]
+  params = {"d": jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)}
   logits = jnp.zeros((2, 32, 32, 2)).at[..., 1].set(math.log(3.0))  # p(change) = 3/4
   v = adv.Views(logits[:1], logits[1:], jnp.zeros((1, 32, 32), jnp.int32),
                 jnp.zeros((2, 32, 32, 3)), jnp.zeros((2, 32, 32, 3)), 1, jnp.int32(5))
-  loss, parts = method.generator_loss(params, v, jnp.float32(1.0), jax.random.key(1))
+  loss, parts = jax.jit(lambda p: method.generator_loss(p, v, jnp.float32(1.0),
+                                                       jax.random.key(1)))(params)
   a = c.advnet
   want = (a.lambda_adv_l + a.lambda_adv_u) * math.log(2.0) + a.lambda_semi * -math.log(0.75)
-  np.testing.assert_allclose(float(loss), want, rtol=1e-5)
+  np.testing.assert_allclose(float(loss), want, rtol=1e-4)  # float32 sums
   assert float(parts["semi_pixels"]) == 1.0
 
 
