@@ -24,6 +24,15 @@ class TrainState:
     return variables_of(self.params, self.batch_stats)
 
 
+@flax.struct.dataclass
+class AdversarialState(TrainState):
+  """A train state with a second network trained by its own optimizer in the same step (the
+  discriminators of AdvNet, s4GAN, SemiCDNet). Inference reads only the TrainState fields;
+  checkpoints hold all of it, so a resumed run continues both optimizers exactly."""
+  disc_params: Any
+  disc_opt_state: Any
+
+
 def variables_of(params, batch_stats) -> dict[str, Any]:
   return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
 

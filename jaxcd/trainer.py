@@ -279,8 +279,7 @@ def final_evaluation(run: Run, method: Method, stages: list[Stage]) -> dict:
   for stage in finals:
     ck = checkpointer(c, run.workdir, stage)
     tx, _ = method.optimizer(run, stage)
-    abstract = state_lib.create_state(run.model, tx, run.sample_shape, c.seed, run.mesh,
-                                      abstract=True)
+    abstract = method.abstract_state(run.model, tx, run.sample_shape, run.mesh)
     state, meta, step, _ = ck.restore_best(abstract)
     meta = RunMeta.from_json(meta)
     if stage is finals[-1] and stage.directory:

@@ -14,7 +14,10 @@ layout: methods x fractions, test IoU % of the change class, ours and the paper'
 OUT/label_fractions.png (IoU against the labeled share, a colour per method: ours solid, the
 paper's dashed), and prints the rows as a JSON last line. Rows: "Sup. only" (plain CE), "RCL
 pre" (RCL's stage 1, the paper's "Ours. pre") and "RCL" (stage 2; none at 100% unless the
-unlabeled pairs come from another dataset). The paper's numbers come from `config.rcl.paper_table`.
+unlabeled pairs come from another dataset), and the adversarial rivals "AdvNet", "s4GAN",
+"SemiCDNet" (`--methods advnet,s4gan,semicdnet`, from configs/advnet.py or a config built on it;
+Sup. only then trains `gan.n_labeled` labeled pairs per step for `num_steps`, as they do).
+The paper's numbers come from `config.rcl.paper_table`.
 """
 import copy
 import csv
@@ -24,7 +27,11 @@ from typing import Sequence
 from jaxcd.errors import ConfigError
 
 METHODS = ("sup_only", "rcl")
-ROWS = (("sup_only", 1, "Sup. only"), ("rcl", 1, "RCL pre"), ("rcl", 2, "RCL"))
+# The adversarial rivals (jaxcd/methods/adversarial.py): need a config with their blocks
+# (configs/advnet.py) and unlabeled pairs (no row at 100%).
+GAN_METHODS = ("advnet", "s4gan", "semicdnet")
+ROWS = (("sup_only", 1, "Sup. only"), ("rcl", 1, "RCL pre"), ("rcl", 2, "RCL"),
+        ("advnet", 1, "AdvNet"), ("s4gan", 1, "s4GAN"), ("semicdnet", 1, "SemiCDNet"))
 COLUMNS = ("method", "fraction", "iou", "f1", "oa", "kappa", "paper_iou", "paper_oa", "stage",
            "step", "workdir")
 
@@ -48,6 +55,12 @@ PAPER = {
                       "oa": {5: 97.60, 10: 98.13, 20: 98.44, 40: 98.60}},
         "RCL": {"iou": {5: 74.79, 10: 76.7, 20: 77.01, 40: 77.10},
                 "oa": {5: 98.78, 10: 98.83, 20: 98.87, 40: 98.89}},
+        "AdvNet": {"iou": {5: 66.1, 10: 72.3, 20: 74.6, 40: 75.0},
+                   "oa": {5: 98.08, 10: 98.45, 20: 98.58, 40: 98.60}},
+        "s4GAN": {"iou": {5: 64.0, 10: 67.0, 20: 73.4, 40: 75.4},
+                  "oa": {5: 97.89, 10: 98.11, 20: 98.51, 40: 98.62}},
+        "SemiCDNet": {"iou": {5: 67.6, 10: 71.5, 20: 74.3, 40: 75.5},
+                      "oa": {5: 98.17, 10: 98.42, 20: 98.58, 40: 98.63}},
     },
     "VI": {  # SZTAKI labeled, WHU-CD unlabeled ("Ours + ext (WHU)")
         "Sup. only": {"iou": {10: 9.85, 20: 28.11, 40: 30.43, 100: 39.78}},
@@ -72,9 +85,9 @@ def parse_fractions(text: str) -> list[float]:
 
 def parse_methods(text: str) -> list[str]:
   out = [m.strip() for m in text.split(",") if m.strip()]
-  bad = [m for m in out if m not in METHODS]
+  bad = [m for m in out if m not in METHODS + GAN_METHODS]
   if bad or not out:
-    raise ConfigError(f"--methods: choose from {', '.join(METHODS)}, got {text!r}")
+    raise ConfigError(f"--methods: choose from {', '.join(METHODS + GAN_METHODS)}, got {text!r}")
   return out
 
 
@@ -85,7 +98,7 @@ def workdir_for(out: str, method: str, percent: float) -> str:
 def final_test_rows(workdir: str) -> dict[int, dict]:
   """The final test row (best checkpoint) of each stage of a finished run."""
   from jaxcd import writers
-  return {r["stage"]: r for r in writers.read_metrics(workdir)
+  return {r.get("stage", 1): r for r in writers.read_metrics(workdir)
           if r.get("split") == "test" and r.get("checkpoint") == "best"}
 
 
@@ -95,15 +108,32 @@ def run(config, out: str, fractions: Sequence[float], methods: Sequence[str] = M
   if train_fn is None:
     from jaxcd import trainer
     train_fn = trainer.train_and_evaluate
-  if config.method != "rcl":
-    raise ConfigError(f"config.method must be 'rcl' for this experiment, got {config.method!r}")
+  if config.method not in ("rcl",) + GAN_METHODS:
+    raise ConfigError(f"config.method must be 'rcl' or one of {', '.join(GAN_METHODS)} for this "
+                      f"experiment, got {config.method!r}")
   if "test" not in config.eval_splits:
     raise ConfigError("config.eval_splits must include 'test'")
+  gan = "gan" in config
+  if not gan and set(methods) & set(GAN_METHODS):
+    raise ConfigError("--methods: the adversarial methods need their config blocks: use "
+                      "configs/advnet.py (or a config built on it)")
   for f in fractions:
     for method in methods:
       c = copy.deepcopy(config)
-      c.rcl.mode = method
-      c.rcl.label_fraction = f / 100
+      if method in GAN_METHODS:
+        if f >= 100:
+          continue  # nothing unlabeled
+        c.method = method
+        c.gan.label_fraction = f / 100
+      else:
+        c.method = "rcl"
+        c.rcl.mode = method
+        c.rcl.label_fraction = f / 100
+        if gan and method == "sup_only":
+          # Beside the adversarial rows: the same labeled pairs per step and the same steps.
+          c.input.batch_size = c.gan.n_labeled
+          if c.num_steps > 0:
+            c.rcl.stage1_steps = c.num_steps
       train_fn(c, workdir_for(out, method, f))
   rows = collect(out, fractions, methods, config.rcl.get("paper_table", ""))
   write_tables(rows, out, fractions)
@@ -217,5 +247,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", "runs/label_fractions",
                       "Output folder (one workdir per run + tables).")
   flags.DEFINE_string("fractions", "10,20,40,100", "Labeled percentages of the training split.")
-  flags.DEFINE_string("methods", ",".join(METHODS), "Methods to run: sup_only, rcl.")
+  flags.DEFINE_string("methods", ",".join(METHODS),
+                      "Methods to run: sup_only, rcl, advnet, s4gan, semicdnet.")
   cli.run_app(main)

@@ -1,14 +1,17 @@
 """Training algorithms: one module per method, `jaxcd/methods/<config.method>.py`, whose
-`METHOD` is a `base.Method` subclass. Adding a method means writing one such file."""
+`METHOD` is a `base.Method` subclass. Adding a method means writing one such file (`base` and
+`adversarial` are shared pieces, not methods)."""
 import importlib
 import pkgutil
 
 from jaxcd.errors import ConfigError
 
+SHARED = ("base", "adversarial")
+
 
 def list_methods() -> list[str]:
   import jaxcd.methods as pkg
-  return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name != "base")
+  return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in SHARED)
 
 
 def get_method(config):

@@ -137,6 +137,11 @@ class Method:
   def optimizer(self, run: Run, stage: Stage) -> tuple[optax.GradientTransformation, optax.Schedule]:
     return optim.make_optimizer(self.config.optim, stage.steps)
 
+  def abstract_state(self, model, tx, sample_shape, mesh) -> Any:
+    """ShapeDtypeStructs of the state this method's checkpoints hold: the target the final
+    evaluation and `load_predictor` restore into (a method with more state overrides it)."""
+    return state_lib.create_state(model, tx, sample_shape, self.config.seed, mesh, abstract=True)
+
   def init_state(self, run: Run, stage: Stage, tx) -> state_lib.TrainState:
     state = state_lib.create_state(run.model, tx, run.sample_shape, self.config.seed, run.mesh)
     return state_lib.init_pretrained(state, self.config)
@@ -210,7 +215,7 @@ class Method:
     mesh = parallel.make_mesh()
     model = state_lib.build_model(c)
     tx, _ = optim.make_optimizer(c.optim, max(int(c.num_steps), 1))
-    abstract = state_lib.create_state(model, tx, sample_shape, c.seed, mesh, abstract=True)
+    abstract = self.abstract_state(model, tx, sample_shape, mesh)
     st, meta, step, which = checkpointing.restore_for_inference(workdir, abstract, checkpoint)
     meta = RunMeta.from_json(meta)
     inf = ModelInference(self, model, make_normalizer(c), mesh)
