@@ -29,5 +29,6 @@ def get_config():
   c.rcr.unlabeled_batch_size = 4  # unlabeled pairs per step
   c.rcr.evals = 8
   c.rcl.stage1_steps = 1800  # Sup. only: as many steps as RCR
+  c.rcl.n_labeled = 2  # RCL's stage-2 share of input.batch_size (unused by Sup. only)
   c.rcl.evals_per_stage = 8
   return c
