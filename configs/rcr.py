@@ -12,7 +12,9 @@ unlabeled. Network, data and optimiser of configs/rcl.py (`rcr` at width 8 from 
 (VAT x2, dropout x5, guided cutout x5, context x2, object masking x2, feature drop x5, feature
 noise x5), consistency weight 30 with a sigmoid ramp over the first 10% of the steps.
 Guided cutout cuts components with more than 50 boundary pixels where the code counts the points
-of their cv2 contour (no array form; see `jaxcd.models.perturbations.cutout_keep`).
+of their cv2 contour (no array form; see `jaxcd.models.perturbations.component_boxes`). VAT's
+power step is the exact Hessian-vector product; the code's finite difference at xi 1e-6 leaves
+r_adv near 0 in float32 (--config.rcr.vat_direction=finite_difference restores it).
 """
 from jaxcd.config_base import sibling
 from jaxcd.methods.rcr import rcr_fields

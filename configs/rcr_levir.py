@@ -13,7 +13,9 @@ consistency weight 30, sigmoid ramp over the first 10% of the steps; the 26 deco
 Choices: the code's augmentation is a random rescale (0.5-2), a 256 crop and a horizontal flip
 (its configs set rotate and blur, which its loader never applies); here `flip_rot_scale_crop`
 (also vertical flips and rot90). Guided cutout cuts components with more than 50 boundary pixels
-(the code: more than 50 cv2 contour points, no array form). ImageNet weights as the code:
+(the code: more than 50 cv2 contour points, no array form). VAT's power step is the exact
+Hessian-vector product (the method's intent); the code's finite difference at xi 1e-6 leaves
+r_adv near 0 in float32: --config.rcr.vat_direction=finite_difference. ImageNet weights as the code:
 --config.init.backbone=FILE (SemiCD's 3x3resnet50-imagenet.pth).
 Time: a GPU config, not run here.
 Expect (RCL paper Table IV, RCR row): test IoU / OA 72.5 / 98.47 at 5% labeled, 75.5 / 98.63 at
