@@ -2,6 +2,7 @@
 
   python -m jaxcd.bench --model fc_siam_diff --batch 8 --size 256 [--dtype bfloat16] --json
   python -m jaxcd.bench --model all --batch 8 --size 64 --json        # every registered model
+  python -m jaxcd.bench --model rcr --method rcr --batch 8 --size 256  # a method's own train step
   python -m jaxcd.bench --pipeline --dataset levir_like --batch 16 --json
   python -m jaxcd.bench --pipeline --dataset levir_cd --data_dir ../shared/data/LEVIR-CD_samples_BIT_CD --batch 2
   python -m jaxcd.bench --kernel hopfield --batch 8 --json
@@ -131,9 +132,14 @@ def model_config(model: str, size: int = 256, dtype: str = "float32", bands: int
 
 def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float32",
                 steps: int = 10, bands: int = 3, model_kwargs: dict[str, Any] | None = None,
-                num_devices: int = 0, peak_flops: float | None = None) -> dict[str, Any]:
-  """Pairs/s and FLOPs of the jitted, sharded, state-donating train step and of the forward pass."""
-  from jaxcd import losses, optim, state as state_lib, steps as steps_lib
+                num_devices: int = 0, peak_flops: float | None = None,
+                method: str = "supervised") -> dict[str, Any]:
+  """Pairs/s and FLOPs of the jitted, sharded, state-donating train step of `method` (its
+  `make_step`, with its defaults; `batch` labeled pairs per step plus the method's other streams,
+  e.g. RCR's 8 unlabeled ones) and of the forward pass; `batch` in the result counts them all."""
+  import sys as sys_lib
+  from jaxcd import optim, state as state_lib, steps as steps_lib
+  from jaxcd.methods import get_method
   from jaxcd.data.normalize import make_normalizer
   from jaxcd.models.layers import count_params
 
@@ -146,16 +152,23 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
     raise ConfigError(f"--batch={batch} is not divisible by the {n_dev} devices of the mesh "
                       f"(use --devices to take fewer)")
   config = model_config(model, size, dtype, bands, model_kwargs)
-  net = state_lib.build_model(config)
+  config.method = method
+  config.input.batch_size = batch
+  m = get_method(config)
+  for block, fields in getattr(sys_lib.modules[type(m).__module__], "FIELDS", {}).items():
+    config[block] = fields()
+  m.check_config()
+  net = m.build_model()
   tx, _ = optim.make_optimizer(config.optim, config.num_steps)
-  loss_fn = losses.from_config(config.loss)
   normalize = make_normalizer(config)
   state = state_lib.create_state(net, tx, (1, size, size, bands), config.seed, mesh)
   params = count_params(state.params)
   shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
-  train_step = steps_lib.make_train_step(net, tx, loss_fn, normalize,
-                                         jax.random.key(config.seed), mesh, shardings)
+  train_step = m.make_step(net, tx, normalize, mesh, shardings, config.num_steps)
   predict = steps_lib.make_predict_fn(net, normalize)
+  batch = m.batch_rows()
+  if batch % n_dev:
+    raise ConfigError(f"{method}: {batch} pairs per step are not divisible by the {n_dev} devices")
 
   rng = np.random.default_rng(0)
   host = {"image_a": rng.integers(0, 256, (batch, size, size, bands), dtype=np.uint8),
@@ -193,7 +206,8 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
   train_pps, fwd_pps = batch / train_s, batch / fwd_s
   total_peak = peak * n_dev if peak else None
   return {
-      "kind": "model", "model": model, "batch": batch, "size": size, "bands": bands,
+      "kind": "model", "model": model, "method": method, "batch": batch, "size": size,
+      "bands": bands,
       "dtype": dtype, "params": params, "model_kwargs": model_kwargs or {},
       "train_pairs_per_s": train_pps, "fwd_pairs_per_s": fwd_pps,
       "train_step_ms": train_s * 1e3, "fwd_ms": fwd_s * 1e3,
@@ -214,7 +228,8 @@ def _describe_model(r: dict[str, Any]) -> str:
   if "error" in r:
     return f"{r['model']}: skipped: {r['error']}"
   mfu = f"  MFU {100 * r['mfu']:.1f}%" if r.get("mfu") is not None else ""
-  return (f"{r['model']} batch {r['batch']} size {r['size']} {r['dtype']} "
+  method = f" ({r['method']})" if r.get("method", "supervised") != "supervised" else ""
+  return (f"{r['model']}{method} batch {r['batch']} size {r['size']} {r['dtype']} "
           f"({r['params'] / 1e6:.3f} M params, {r['devices']} x {r['device_kind']}): "
           f"train {r['train_pairs_per_s']:.2f} pairs/s ({r['train_step_ms']:.1f} ms/step), "
           f"forward {r['fwd_pairs_per_s']:.2f} pairs/s ({r['fwd_ms']:.1f} ms); "
@@ -422,6 +437,8 @@ def _parser() -> argparse.ArgumentParser:
                  help="timed calls, median reported (default 10; clustering: 3 passes)")
   p.add_argument("--bands", type=int, default=3)
   p.add_argument("--model_kwargs", default="{}", help="JSON of extra config.model fields")
+  p.add_argument("--method", default="supervised",
+                 help="models: the training method whose train step is timed (e.g. rcr)")
   p.add_argument("--devices", type=int, default=0, help="mesh size (0 = all devices)")
   p.add_argument("--peak_flops", type=float, default=None,
                  help="peak FLOP/s of one device, for MFU where the table has none (e.g. CPU)")
@@ -477,7 +494,7 @@ def _models(args) -> list[tuple[dict[str, Any], str]]:
   batch = args.batch or 8
   common = dict(batch=batch, size=args.size or 256, dtype=args.dtype or "float32",
                 steps=args.steps or 10, bands=args.bands, num_devices=args.devices,
-                peak_flops=args.peak_flops)
+                peak_flops=args.peak_flops, method=args.method)
   if args.model != "all":
     r = bench_model(args.model, model_kwargs=kwargs, **common)
     return [(r, _describe_model(r))]

@@ -201,6 +201,22 @@ def changeformer_loss(outputs: dict[str, jax.Array], labels_BxHxW: jax.Array, *,
   return total, parts
 
 
+def consistency_mse(aux_logits_BxHxWxK: jax.Array, target_probs_BxHxWxK: jax.Array) -> jax.Array:
+  """RCR's unsupervised loss (SemiCD `softmax_mse_loss`, no confidence mask): the mean over every
+  element of (softmax(aux logits) - target probabilities)^2; the target carries no gradient."""
+  p = jax.nn.softmax(aux_logits_BxHxWxK.astype(jnp.float32), axis=-1)
+  return jnp.mean(jnp.square(p - jax.lax.stop_gradient(target_probs_BxHxWxK)))
+
+
+def sigmoid_rampup(step: jax.Array, length: int) -> jax.Array:
+  """exp(-5 (1 - t / T)^2) for t = min(step, T), 1 once T = `length` steps have passed (and for
+  T = 0): the consistency weight's ramp of Laine & Aila, SemiCD `ramps.sigmoid_rampup`."""
+  if length <= 0:
+    return jnp.ones((), jnp.float32)
+  phase = 1.0 - jnp.clip(jnp.asarray(step, jnp.float32), 0.0, length) / length
+  return jnp.exp(-5.0 * phase * phase)
+
+
 def from_config(loss_config) -> Callable[[dict, jax.Array], tuple[jax.Array, dict]]:
   """(outputs, labels) -> (loss, parts) of a config's `loss` block: `name` "ce" (the default,
   class-weighted cross-entropy of `logits`) or the `<name>_loss` of this module with the block's

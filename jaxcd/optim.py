@@ -1,4 +1,7 @@
 """Optimizers and learning-rate schedules from a config's `optim` block."""
+from typing import Any
+
+import jax
 import optax
 
 from jaxcd.errors import ConfigError
@@ -35,3 +38,34 @@ def make_optimizer(o, num_steps: int) -> tuple[optax.GradientTransformation, opt
   else:
     raise ConfigError(f"config.optim.name: unknown optimizer {o.name!r}")
   return optax.chain(*parts), sched
+
+
+# --- per-group learning rates (SemiCD / RCL: the backbone at lr / 10) ---------------------------
+
+def backbone_multipliers(params: Any, prefix: str, mult: float, block: str = "config.rcl") -> Any:
+  """A pytree like `params`: `mult` for the leaves under the top-level key `prefix`, else 1
+  (`block`: the config block whose `backbone_params` / `backbone_lr_mult` errors name)."""
+  if mult == 1:
+    return jax.tree_util.tree_map(lambda _: 1.0, params)
+  if prefix not in params:
+    raise ConfigError(f"{block}.backbone_params: the model has no parameters under {prefix!r} "
+                      f"(top level: {', '.join(sorted(params))}); set backbone_lr_mult=1")
+  return {k: jax.tree_util.tree_map(lambda _, m=(mult if k == prefix else 1.0): m, v)
+          for k, v in params.items()}
+
+
+def group_lr_grads(grads: Any, params: Any, multipliers: Any, weight_decay: float) -> Any:
+  """Gradients that make `make_optimizer`'s SGD (which adds weight_decay * p, then
+  momentum) update each leaf as torch's SGD with lr * m for that leaf: m * g + (m - 1) * wd * p
+  becomes m * (g + wd * p) once the decay is added, and momentum is linear."""
+  return jax.tree_util.tree_map(
+      lambda g, p, m: g if m == 1.0 else g * m + (m - 1.0) * weight_decay * p,
+      grads, params, multipliers)
+
+
+def with_group_lr(tx: optax.GradientTransformation, multipliers: Any,
+                  weight_decay: float) -> optax.GradientTransformation:
+  """`tx` with per-leaf learning-rate multipliers (`group_lr_grads`); the same state as `tx`."""
+  def update(grads, state, params=None):
+    return tx.update(group_lr_grads(grads, params, multipliers, weight_decay), state, params)
+  return optax.GradientTransformation(tx.init, update)

@@ -43,8 +43,8 @@ def compute_dtype(config) -> Any:
   return jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
 
 
-def build_model(config) -> nn.Module:
-  kwargs = {k: v for k, v in config.model.items() if k != "name"}
+def build_model(config, **overrides) -> nn.Module:
+  kwargs = {**{k: v for k, v in config.model.items() if k != "name"}, **overrides}
   return get_model(config.model.name, dtype=compute_dtype(config), **kwargs)
 
 

@@ -13,8 +13,13 @@ from jaxcd.errors import ConfigError
 from jaxcd.state import TrainState, apply_model
 
 
-def make_train_step(model, tx, loss_fn, normalize, base_key, mesh, state_shardings):
-  """Jitted (state, batch) -> (state, metrics): the state donated, the batch split over `data`."""
+def make_train_step(model, tx, loss_fn, normalize, base_key, mesh, state_shardings, apply=None):
+  """Jitted (state, batch) -> (state, metrics): the state donated, the batch split over `data`.
+  `apply(params, batch_stats, a, b, rng, step) -> (outputs, batch_stats)` replaces the one
+  training-mode call of the model (e.g. RCR: labeled and unlabeled halves, auxiliary decoders)."""
+  if apply is None:
+    def apply(params, batch_stats, a, b, rng, step):
+      return apply_model(model, params, batch_stats, a, b, train=True, rng=rng)
   # The key as host data: a device array closed over would be read back when the step is traced,
   # an implicit transfer inside the loop's transfer guard.
   key_data, key_impl = jax.device_get(jax.random.key_data(base_key)), jax.random.key_impl(base_key)
@@ -24,7 +29,7 @@ def make_train_step(model, tx, loss_fn, normalize, base_key, mesh, state_shardin
     a, b = normalize(batch["image_a"]), normalize(batch["image_b"])
 
     def lossf(params):
-      out, bs = apply_model(model, params, state.batch_stats, a, b, train=True, rng=rng)
+      out, bs = apply(params, state.batch_stats, a, b, rng, state.step)
       loss, aux = loss_fn(out, batch["label"])
       return loss, (bs, aux)
 

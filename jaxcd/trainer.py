@@ -128,7 +128,7 @@ def make_run(config, workdir: str, method: Method) -> Run:
   train_src = source_from_config(config.data, "train")
   val_src = source_from_config(config.data, "val")
   preflight(config, train_src, val_src)
-  model = state_lib.build_model(config)
+  model = method.build_model()
   normalize = make_normalizer(config)
   return Run(config, workdir, mesh, model, normalize, train_src, val_src,
              state_lib.sample_shape(train_src, config), writer,

@@ -64,7 +64,7 @@ def test_paper_tables_and_errors(tmp_path):
   assert lf.PAPER["III"]["RCL"]["oa"][5] == 95.67
   assert lf.parse_methods("rcl") == ["rcl"]
   with pytest.raises(ConfigError, match="--methods"):
-    lf.parse_methods("rcr")
+    lf.parse_methods("nope")
   with pytest.raises(ConfigError, match="--fractions: percentages must be in"):
     lf.parse_fractions("0.5,120")
   c = sibling(str(REPO / "configs" / "x.py"), "fc_siam_diff")

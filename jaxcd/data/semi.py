@@ -47,10 +47,11 @@ def labeled_count(n: int, fraction: float, field: str = "config.rcl.label_fracti
   return k
 
 
-def draw_labeled(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def draw_labeled(n: int, fraction: float, seed: int,
+                 field: str = "config.rcl.label_fraction") -> tuple[np.ndarray, np.ndarray]:
   """(labeled, unlabeled): sorted, disjoint indices covering range(n); round(fraction * n)
   labeled, drawn uniformly with `seed` (the same draw for the same (n, fraction, seed))."""
-  k = labeled_count(n, fraction)
+  k = labeled_count(n, fraction, field)
   pick = np.random.default_rng([seed, 0x5E31]).permutation(n)[:k]
   mask = np.zeros(n, bool)
   mask[pick] = True
@@ -84,11 +85,11 @@ def read_index_file(path: str | os.PathLike) -> np.ndarray:
     raise DataError(f"{path}: not a split file (expected '<index>\\t<id>' lines)") from None
 
 
-def labeled_split(workdir: str, source: Any, fraction: float, seed: int,
-                  write: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def labeled_split(workdir: str, source: Any, fraction: float, seed: int, write: bool = True,
+                  field: str = "config.rcl.label_fraction") -> tuple[np.ndarray, np.ndarray]:
   """(labeled, unlabeled) indices of `source`: read from WORKDIR/splits if there, else drawn
   (`draw_labeled`) and written there (when `write`: process 0 only). A stored split drawn
-  otherwise is an error, not redrawn."""
+  otherwise is an error, not redrawn. `field` names the fraction in errors."""
   d = storage.path(workdir) / SPLIT_DIR
   n, ids = len(source), source_ids(source)
   meta_path = d / "split.json"
@@ -99,7 +100,7 @@ def labeled_split(workdir: str, source: Any, fraction: float, seed: int,
     if diff:
       raise ConfigError(f"{d} holds a split with {', '.join(f'{k}={have.get(k)}' for k in diff)}, "
                         f"but the config asks for {', '.join(f'{k}={want[k]}' for k in diff)} "
-                        "(config.rcl.label_fraction, config.seed): use another workdir")
+                        f"({field}, config.seed): use another workdir")
     lab, unl = read_index_file(d / "labeled.txt"), read_index_file(d / "unlabeled.txt")
     if (len(np.intersect1d(lab, unl)) or len(lab) + len(unl) != n or lab.min(initial=0) < 0
         or max(lab.max(initial=0), unl.max(initial=0)) >= n):
@@ -111,7 +112,7 @@ def labeled_split(workdir: str, source: Any, fraction: float, seed: int,
         raise DataError(f"{d}/labeled.txt names other pairs than the training source has at those "
                         "indices (the dataset changed?): use another workdir")
     return lab, unl
-  lab, unl = draw_labeled(n, fraction, seed)
+  lab, unl = draw_labeled(n, fraction, seed, field)
   if not write:
     return lab, unl
   write_index_file(d / "labeled.txt", lab, ids)

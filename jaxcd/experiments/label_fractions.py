@@ -3,9 +3,12 @@ RCL trained on the same labeled fractions, test IoU beside the paper's.
 
   python -m jaxcd.experiments.label_fractions --config configs/rcl_sztaki.py \
       --fractions 10,20,40,100 --out runs/rcl_table2 [--methods sup_only,rcl] [--config.F=V ...]
+  python -m jaxcd.experiments.label_fractions --config configs/rcr.py --fractions 10 \
+      --methods sup_only,rcr --out runs/rcr_fractions          # RCR beside Sup. only
 
 Fractions are percentages of the training split. Each (method, fraction) is one full run
-(`jaxcd.trainer.train_and_evaluate`, `rcl.mode` = sup_only | rcl) in OUT/<method>_<f>pct/,
+(`jaxcd.trainer.train_and_evaluate`: `rcl.mode` = sup_only | rcl, or `method` = rcr, which
+needs a config with an `rcr` block, configs/rcr*.py) in OUT/<method>_<f>pct/,
 so an interrupted experiment resumes where it stopped (a finished run only re-evaluates). The
 same labeled pairs serve both methods (the split depends on the fraction and config.seed only).
 `--config.field=value` overrides apply to every run (e.g. shorter stages on a CPU). Writes
@@ -14,9 +17,10 @@ layout: methods x fractions, test IoU % of the change class, ours and the paper'
 OUT/label_fractions.png (IoU against the labeled share, a colour per method: ours solid, the
 paper's dashed), and prints the rows as a JSON last line. Rows: "Sup. only" (plain CE), "RCL
 pre" (RCL's stage 1, the paper's "Ours. pre") and "RCL" (stage 2; none at 100% unless the
-unlabeled pairs come from another dataset), and the adversarial rivals "AdvNet", "s4GAN",
-"SemiCDNet" (`--methods advnet,s4gan,semicdnet`, from configs/advnet.py or a config built on it;
-Sup. only then trains `gan.n_labeled` labeled pairs per step for `num_steps`, as they do).
+unlabeled pairs come from another dataset), "RCR" (`jaxcd.methods.rcr`, from configs/rcr.py or a
+config built on it) and the adversarial rivals "AdvNet", "s4GAN", "SemiCDNet"
+(`--methods advnet,s4gan,semicdnet`, from configs/advnet.py or a config built on it; Sup. only
+then trains `gan.n_labeled` labeled pairs per step for `num_steps`, as they do).
 The paper's numbers come from `config.rcl.paper_table`.
 """
 import copy
@@ -26,11 +30,12 @@ from typing import Sequence
 
 from jaxcd.errors import ConfigError
 
-METHODS = ("sup_only", "rcl")
+METHODS = ("sup_only", "rcl", "rcr")
+DEFAULT_METHODS = ("sup_only", "rcl")
 # The adversarial rivals (jaxcd/methods/adversarial.py): need a config with their blocks
 # (configs/advnet.py) and unlabeled pairs (no row at 100%).
 GAN_METHODS = ("advnet", "s4gan", "semicdnet")
-ROWS = (("sup_only", 1, "Sup. only"), ("rcl", 1, "RCL pre"), ("rcl", 2, "RCL"),
+ROWS = (("sup_only", 1, "Sup. only"), ("rcl", 1, "RCL pre"), ("rcl", 2, "RCL"), ("rcr", 1, "RCR"),
         ("advnet", 1, "AdvNet"), ("s4gan", 1, "s4GAN"), ("semicdnet", 1, "SemiCDNet"))
 COLUMNS = ("method", "fraction", "iou", "f1", "oa", "kappa", "paper_iou", "paper_oa", "stage",
            "step", "workdir")
@@ -49,12 +54,16 @@ PAPER = {
                     "oa": {5: 93.60, 10: 95.07, 20: 95.27, 40: 96.61}},
         "RCL": {"iou": {5: 79.32, 10: 82.98, 20: 84.16, 40: 85.28},
                 "oa": {5: 95.67, 10: 96.48, 20: 96.73, 40: 96.98}},
+        "RCR": {"iou": {5: 76.65, 10: 79.10, 20: 83.87, 40: 84.66},
+                "oa": {5: 95.2, 10: 95.70, 20: 96.68, 40: 96.84}},
     },
     "IV": {  # LEVIR-CD
         "Sup. only": {"iou": {5: 61.0, 10: 66.8, 20: 72.3, 40: 74.9},
                       "oa": {5: 97.60, 10: 98.13, 20: 98.44, 40: 98.60}},
         "RCL": {"iou": {5: 74.79, 10: 76.7, 20: 77.01, 40: 77.10},
                 "oa": {5: 98.78, 10: 98.83, 20: 98.87, 40: 98.89}},
+        "RCR": {"iou": {5: 72.5, 10: 75.5, 20: 76.2, 40: 77.2},
+                "oa": {5: 98.47, 10: 98.63, 20: 98.68, 40: 98.72}},
         "AdvNet": {"iou": {5: 66.1, 10: 72.3, 20: 74.6, 40: 75.0},
                    "oa": {5: 98.08, 10: 98.45, 20: 98.58, 40: 98.60}},
         "s4GAN": {"iou": {5: 64.0, 10: 67.0, 20: 73.4, 40: 75.4},
@@ -102,15 +111,17 @@ def final_test_rows(workdir: str) -> dict[int, dict]:
           if r.get("split") == "test" and r.get("checkpoint") == "best"}
 
 
-def run(config, out: str, fractions: Sequence[float], methods: Sequence[str] = METHODS,
+def run(config, out: str, fractions: Sequence[float], methods: Sequence[str] = DEFAULT_METHODS,
         train_fn=None) -> list[dict]:
   """Trains every (method, fraction) not yet finished, then writes the tables; returns rows."""
   if train_fn is None:
     from jaxcd import trainer
     train_fn = trainer.train_and_evaluate
-  if config.method not in ("rcl",) + GAN_METHODS:
-    raise ConfigError(f"config.method must be 'rcl' or one of {', '.join(GAN_METHODS)} for this "
-                      f"experiment, got {config.method!r}")
+  if config.method not in ("rcl", "rcr") + GAN_METHODS:
+    raise ConfigError(f"config.method must be 'rcl', 'rcr' or one of {', '.join(GAN_METHODS)} "
+                      f"for this experiment, got {config.method!r}")
+  if "rcr" in methods and "rcr" not in config:
+    raise ConfigError("--methods rcr needs a config with an rcr block (configs/rcr*.py)")
   if "test" not in config.eval_splits:
     raise ConfigError("config.eval_splits must include 'test'")
   gan = "gan" in config
@@ -125,6 +136,10 @@ def run(config, out: str, fractions: Sequence[float], methods: Sequence[str] = M
           continue  # nothing unlabeled
         c.method = method
         c.gan.label_fraction = f / 100
+      elif method == "rcr":
+        c.method = "rcr"
+        c.rcr.label_fraction = f / 100
+        c.rcl.label_fraction = f / 100  # the split of every method (seeded by fraction and seed)
       else:
         c.method = "rcl"
         c.rcl.mode = method
@@ -247,6 +262,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", "runs/label_fractions",
                       "Output folder (one workdir per run + tables).")
   flags.DEFINE_string("fractions", "10,20,40,100", "Labeled percentages of the training split.")
-  flags.DEFINE_string("methods", ",".join(METHODS),
-                      "Methods to run: sup_only, rcl, advnet, s4gan, semicdnet.")
+  flags.DEFINE_string("methods", ",".join(DEFAULT_METHODS),
+                      "Methods to run: sup_only, rcl, rcr, advnet, s4gan, semicdnet.")
   cli.run_app(main)

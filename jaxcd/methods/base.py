@@ -4,9 +4,10 @@ A method is a `Method` subclass in its own file under `jaxcd/methods/`. The defa
 supervised training of `config.model` on `config.data` (one stage of `config.num_steps`), so a
 method overrides only what differs:
 
-  set-up      `check_config`, `stages` (named stretches with their own state, schedule and
-              checkpoint directory, at global step offsets), `optimizer`, `init_state`,
-              `train_step`, `data` (a `pipeline.Streams` of host batches)
+  set-up      `check_config`, `build_model` (the trained network), `stages` (named stretches
+              with their own state, schedule and checkpoint directory, at global step offsets),
+              `optimizer`, `init_state`, `train_step` (`make_step`), `data` (a
+              `pipeline.Streams` of host batches)
   hooks       `restore` (method state from a checkpoint), `start` (before a stage's first step),
               `eval_now`, `before_eval`, `after_step` (e.g. re-clustering), `row_fields`,
               `checkpoint_extra` (host arrays saved with a checkpoint)
@@ -130,6 +131,11 @@ class Method:
   def check_config(self) -> None:
     """Raises ConfigError for the method's own fields (the loop's fields are checked by it)."""
 
+  def build_model(self):
+    """The network the state holds (it may carry training-only parameters, e.g. RCR's auxiliary
+    decoders); `jaxcd.evaluate` and `jaxcd.predict` restore checkpoints into it too."""
+    return state_lib.build_model(self.config)
+
   def stages(self, run: Run) -> list[Stage]:
     c = self.config
     return [Stage("train", int(c.num_steps), eval_every=int(c.eval_every))]
@@ -147,9 +153,16 @@ class Method:
     return state_lib.init_pretrained(state, self.config)
 
   def train_step(self, run: Run, stage: Stage, state, tx) -> Callable:
-    return steps.make_train_step(run.model, tx, losses.from_config(self.config.loss),
-                                 run.normalize, jax.random.key(self.config.seed), run.mesh,
-                                 shardings_of(state))
+    return self.make_step(run.model, tx, run.normalize, run.mesh, shardings_of(state), stage.steps)
+
+  def batch_rows(self) -> int:
+    """Pairs in one training batch (all streams)."""
+    return int(self.config.input.batch_size)
+
+  def make_step(self, model, tx, normalize, mesh, state_shardings, steps_in_stage: int) -> Callable:
+    """The jitted train step of a stage (also what `jaxcd.bench --method` times)."""
+    return steps.make_train_step(model, tx, losses.from_config(self.config.loss), normalize,
+                                 jax.random.key(self.config.seed), mesh, state_shardings)
 
   def data(self, run: Run, stage: Stage) -> pipeline.Streams:
     return pipeline.Streams({"train": train_stream(self.config, run.train_src,
@@ -213,7 +226,7 @@ class Method:
     """The trained model of `workdir` (its best checkpoint, or the latest one)."""
     c = self.config
     mesh = parallel.make_mesh()
-    model = state_lib.build_model(c)
+    model = self.build_model()
     tx, _ = optim.make_optimizer(c.optim, max(int(c.num_steps), 1))
     abstract = self.abstract_state(model, tx, sample_shape, mesh)
     st, meta, step, which = checkpointing.restore_for_inference(workdir, abstract, checkpoint)

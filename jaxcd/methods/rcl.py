@@ -57,9 +57,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxcd import checkpointing, losses, metrics as metrics_lib, parallel, state as state_lib
+from jaxcd.optim import backbone_multipliers, with_group_lr
 from jaxcd import steps as steps_lib, storage, writers
 from jaxcd.data import augment as augment_lib, io, pipeline, semi, source_from_config
 from jaxcd.errors import ConfigError, DataError
@@ -151,34 +151,6 @@ def snapshot_steps(steps: int) -> list[int]:
 
 
 # --- the training step -------------------------------------------------------------------------
-
-def backbone_multipliers(params: Any, prefix: str, mult: float) -> Any:
-  """A pytree like `params`: `mult` for the leaves under the top-level key `prefix`, else 1."""
-  if mult == 1:
-    return jax.tree_util.tree_map(lambda _: 1.0, params)
-  if prefix not in params:
-    raise ConfigError(f"config.rcl.backbone_params: the model has no parameters under {prefix!r} "
-                      f"(top level: {', '.join(sorted(params))}); set backbone_lr_mult=1")
-  return {k: jax.tree_util.tree_map(lambda _, m=(mult if k == prefix else 1.0): m, v)
-          for k, v in params.items()}
-
-
-def group_lr_grads(grads: Any, params: Any, multipliers: Any, weight_decay: float) -> Any:
-  """Gradients that make `optim.make_optimizer`'s SGD (which adds weight_decay * p, then
-  momentum) update each leaf as torch's SGD with lr * m for that leaf: m * g + (m - 1) * wd * p
-  becomes m * (g + wd * p) once the decay is added, and momentum is linear."""
-  return jax.tree_util.tree_map(
-      lambda g, p, m: g if m == 1.0 else g * m + (m - 1.0) * weight_decay * p,
-      grads, params, multipliers)
-
-
-def with_group_lr(tx: optax.GradientTransformation, multipliers: Any,
-                  weight_decay: float) -> optax.GradientTransformation:
-  """`tx` with per-leaf learning-rate multipliers (`group_lr_grads`); the same state as `tx`."""
-  def update(grads, state, params=None):
-    return tx.update(group_lr_grads(grads, params, multipliers, weight_decay), state, params)
-  return optax.GradientTransformation(tx.init, update)
-
 
 def packed_normalizer(normalize, bands: int):
   """Normalises a packed batch B x H x W x 2C [pair | companion] into the 2B images the network
@@ -381,7 +353,8 @@ class RCL(base.Method):
     c, rc = self.config, self.config.rcl
     if rc.backbone_lr_mult != 1:
       tx = with_group_lr(tx, backbone_multipliers(state.params, rc.backbone_params,
-                                                  rc.backbone_lr_mult), c.optim.weight_decay)
+                                                  rc.backbone_lr_mult, "config.rcl"),
+                         c.optim.weight_decay)
     loss_fn = make_loss(contrastive=self.contrastive, ct_weight=rc.ct_weight,
                         nochange_ce=rc.nochange_ce, class_weights=tuple(c.loss.class_weights),
                         ignore_label=c.loss.ignore_label)

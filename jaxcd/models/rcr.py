@@ -16,6 +16,11 @@ dropout. Decoder (`MainDecoder`): 3x3 conv 512->32 (no bias) -> ReLU -> bilinear
 32->K (no bias). Returns {'logits': BxHxWxK float32, 'features': the PSP output (B x H/8 x W/8
 x 512), which RCR's auxiliary decoders perturb}.
 
+`aux_decoders` > 0 adds RCR's auxiliary decoders (`aux_decoders_<i>`, each a `Decoder` like the
+main one): parameters only, created at init and never called by `__call__`, so evaluation is the
+plain network; `jaxcd.methods.rcr` applies them to perturbed features. 26 (the official count):
+50,688,640 parameters (paper Table VII: RCR 50.69 M).
+
 `width` scales every width by width/64: ResNet stages width*(1, 2, 4, 8) (x4 expansion, layer4
 32*width), deep stem width, width, 2*width; PSP 8*width per bin and after the bottleneck;
 decoder width/2. width=64 is the paper's network: 46,853,120 parameters (3 bands, 2 classes;
@@ -108,6 +113,12 @@ class Decoder(nn.Module):
                    dtype=self.dtype, name="conv2")(x)
 
 
+def aux_decoder(net: "RCRNet", name: str | None = None) -> Decoder:
+  """An auxiliary decoder of `net`: inside its `__call__` a named child; outside, unbound, to
+  apply to `params["aux_decoders_<i>"]`."""
+  return Decoder(net.width // 2, net.num_classes, dtype=net.dtype, name=name)
+
+
 @register("rcr")
 class RCRNet(nn.Module):
   """Siamese dilated ResNet-50 -> |fA - fB| -> PSP -> decoder (see the module docstring)."""
@@ -116,6 +127,7 @@ class RCRNet(nn.Module):
   width: int = 64  # base width; every width scales by width/64 (64: the paper's 46.85 M)
   output_stride: int = 8  # 8 (the paper), 16 or 32
   bins: Sequence[int] = (1, 2, 3, 6)  # PSP pyramid bins
+  aux_decoders: int = 0  # RCR's auxiliary decoders (parameters only; see the module docstring)
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -140,5 +152,8 @@ class RCRNet(nn.Module):
     diff = jnp.abs(backbone(a_BxHxWxC, train)[-1] - backbone(b_BxHxWxC, train)[-1])
     features = PSPModule(tuple(self.bins), dtype=dt, name="psp")(diff, train)
     logits = Decoder(self.width // 2, self.num_classes, dtype=dt, name="decoder")(features, (h, w))
+    if self.is_initializing():
+      for i in range(self.aux_decoders):
+        aux_decoder(self, f"aux_decoders_{i}")(features, (h, w))
     return {"logits": logits.astype(jnp.float32), "features": features}
 

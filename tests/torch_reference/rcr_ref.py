@@ -8,7 +8,9 @@ Two modules whose `state_dict()` names stand in for real checkpoints; the forwar
     stride 1, the 3x3 one dilation d/2, the other 3x3 convs dilation d; d = 2, 4).
   - `CDModel`: the names of the official SemiCD / RCL `CD_Model` (encoder.base.0.0.<stem>,
     encoder.base.<1-4>.<block>, encoder.psp.stages.k.{1,2}, encoder.psp.bottleneck.{0,1},
-    main_decoder.upsample.{0,3}).
+    main_decoder.upsample.{0,3}), plus with `aux_decoders` > 0 RCR's training-only auxiliary
+    decoders (aux_decoders.<i>.upsample.{0,3}: each of SemiCD's VAT/DropOut/CutOut/...Decoder
+    classes holds one `upsample()` stack like the main decoder's, and nothing else with weights).
 `width` scales every width by width/64 as `jaxcd.models.rcr`. Imported only by tests, after
 `pytest.importorskip("torch")`.
 """
@@ -141,10 +143,14 @@ class MainDecoder(nn.Module):
 class CDModel(nn.Module):
   """Siamese ResNet-50 -> |fA - fB| -> PSP -> decoder, with the official state_dict names."""
 
-  def __init__(self, deep_stem: bool = True, width: int = 64, bands: int = 3, num_classes: int = 2):
+  def __init__(self, deep_stem: bool = True, width: int = 64, bands: int = 3, num_classes: int = 2,
+               aux_decoders: int = 0):
     super().__init__()
     self.encoder = Encoder(ResNet50(deep_stem, width, bands))
     self.main_decoder = MainDecoder(8 * width, width // 2, num_classes)
+    if aux_decoders:
+      self.aux_decoders = nn.ModuleList(
+          [MainDecoder(8 * width, width // 2, num_classes) for _ in range(aux_decoders)])
 
   def forward(self, a, b):
     return self.main_decoder(self.encoder(a, b))
