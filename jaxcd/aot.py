@@ -54,6 +54,16 @@ SCALING = {
 }
 
 
+def accepted_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+  """The subset of kwargs that model `name` has fields for."""
+  from jaxcd.models import _REGISTRY, _import_all
+  _import_all()
+  cls = _REGISTRY.get(name)
+  if cls is None or not dataclasses.is_dataclass(cls):
+    return kwargs  # unknown (get_model names it) or a factory: pass everything
+  return {k: v for k, v in kwargs.items() if k in {f.name for f in dataclasses.fields(cls)}}
+
+
 def libtpu_available() -> bool:
   import importlib.util
   return importlib.util.find_spec("libtpu") is not None
@@ -80,7 +90,6 @@ def aot_config(config=None, *, model: str | None = None, size: int | None = None
                dtype: str | None = None, model_kwargs: dict[str, Any] | None = None):
   """The training config to compile: `config` (a configs/*.py result; default the base config)
   with the given overrides. Synthetic data shrinks to a few pairs: only their shapes matter."""
-  from jaxcd.bench import accepted_kwargs
   c = config_base.base_config() if config is None else config
   c = c.unlock() if hasattr(c, "unlock") else c
   if model:
