@@ -15,6 +15,7 @@ model's ESTIMATE, never a measurement (nothing runs).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 import re
@@ -54,6 +55,23 @@ SCALING = {
 }
 
 
+def accepted_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+  """The subset of kwargs that model `name` has fields for (so `--model all` can share them)."""
+  from jaxcd.models import _REGISTRY, _import_all
+  _import_all()
+  if name not in _REGISTRY:
+    return kwargs  # get_model names the unknown model
+  cls = _REGISTRY[name]
+  if dataclasses.is_dataclass(cls):
+    names = {f.name for f in dataclasses.fields(cls)}
+  else:  # a factory function (cdcluster): its parameters, unless it takes **kwargs
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+      return kwargs
+    names = {p.name for p in params}
+  return {k: v for k, v in kwargs.items() if k in names}
+
+
 def libtpu_available() -> bool:
   import importlib.util
   return importlib.util.find_spec("libtpu") is not None
@@ -80,7 +98,6 @@ def aot_config(config=None, *, model: str | None = None, size: int | None = None
                dtype: str | None = None, model_kwargs: dict[str, Any] | None = None):
   """The training config to compile: `config` (a configs/*.py result; default the base config)
   with the given overrides. Synthetic data shrinks to a few pairs: only their shapes matter."""
-  from jaxcd.bench import accepted_kwargs
   c = config_base.base_config() if config is None else config
   c = c.unlock() if hasattr(c, "unlock") else c
   if model:

@@ -4,15 +4,15 @@ import json
 
 import pytest
 
-from jaxcd import bench, gpu_suite
+from jaxcd import bench
 
 
 def test_fill_batch_doubles_while_the_temporaries_fit():
   probe = {"train_temp_bytes": 8 * 100, "train_argument_bytes": 1000}  # 100 bytes per pair
   # room = 0.5 * 10_000 - 1000 = 4000 bytes: 32 pairs (3200) fit, 64 (6400) do not.
-  assert gpu_suite.fill_batch(probe, 10_000, 0.5, 8, 1024) == 32
-  assert gpu_suite.fill_batch(probe, 10_000, 0.5, 8, 16) == 16  # capped
-  assert gpu_suite.fill_batch(probe, None, 0.5, 8, 1024) == 8  # no memory figure: the probe
+  assert bench.fill_batch(probe, 10_000, 0.5, 8, 1024) == 32
+  assert bench.fill_batch(probe, 10_000, 0.5, 8, 16) == 16  # capped
+  assert bench.fill_batch(probe, None, 0.5, 8, 1024) == 8  # no memory figure: the probe
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ LAYERS = (
                                        "jaxcd.optim", "jaxcd.state", "jaxcd.steps", "jaxcd.sliding",
                                        "jaxcd.checkpointing")),
     ("methods", ("jaxcd.methods",)),
-    ("trainer", ("jaxcd.trainer",)),
+    ("trainer", ("jaxcd.trainer", "jaxcd.aot")),  # aot: the trainer's step, compiled for TPUs
     ("entry points", ("jaxcd.cli", "jaxcd.train", "jaxcd.evaluate", "jaxcd.predict",
                       "jaxcd.bench", "jaxcd.convert", "jaxcd.experiments")),
 )
