@@ -16,7 +16,8 @@ of their cv2 contour (no array form; see `jaxcd.models.perturbations.component_b
 power step is the exact Hessian-vector product; the code's finite difference at xi 1e-6 leaves
 r_adv near 0 in float32 (--config.rcr.vat_direction=finite_difference restores it).
 Measured once (2-core CPU, shared): RCR test F1 0.000 / IoU 0.000 (no change predicted in 1800
-steps); Sup. only test F1 0.210 / IoU 0.118. Not yet a working demo; docs/results.md#rcr-on-the-synthetic-scenes
+steps); Sup. only test F1 0.210 / IoU 0.118. Not yet a working demo.
+Tables: docs/results.md#rcr-on-the-synthetic-scenes
 """
 from jaxcd.config_base import sibling
 from jaxcd.methods.rcr import rcr_fields

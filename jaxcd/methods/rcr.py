@@ -115,7 +115,7 @@ def _check_config(config) -> None:
                       "config.optim.name='sgd' without config.optim.grad_clip")
 
 
-# --- the training step -----------------------------------------------------------------------------
+# --- the training step -------------------------------------------------------------------------
 
 def split_streams(x: jax.Array, n_l: int, n_u: int, processes: int) -> tuple[jax.Array, jax.Array]:
   """(labeled, unlabeled) rows of a global batch whose every process holds its labeled rows,
