@@ -104,6 +104,7 @@ def _committed(workdir_prefix: str, step: int):
 LOOP = dict(num_steps=12, eval_every=6, checkpoint_every=4)
 
 
+@pytest.mark.slow  # five command-line runs
 def test_kill_resume_evaluate_predict_on_gs(emulator, tmp_path):
   from jaxcd import checkpointing, writers
   subprocess.run(_train(f"gs://{BUCKET}/ref", **LOOP), cwd=REPO, check=True,
@@ -142,6 +143,7 @@ def test_kill_resume_evaluate_predict_on_gs(emulator, tmp_path):
           "pred/q_panel.png"} <= set(_objects("pred"))
 
 
+@pytest.mark.slow  # a 2-process run
 def test_two_processes_share_a_gs_workdir(emulator):
   # JAX's persistent compilation cache in the bucket too (JAX writes it through etils.epath).
   from jaxcd import checkpointing, writers
