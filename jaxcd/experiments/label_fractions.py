@@ -24,11 +24,11 @@ then trains `gan.n_labeled` labeled pairs per step for `num_steps`, as they do).
 The paper's numbers come from `config.rcl.paper_table`.
 """
 import copy
-import csv
 import os
 from typing import Sequence
 
 from jaxcd.errors import ConfigError
+from jaxcd.experiments import save_table
 
 METHODS = ("sup_only", "rcl", "rcr")
 DEFAULT_METHODS = ("sup_only", "rcl")
@@ -182,13 +182,6 @@ def collect(out: str, fractions: Sequence[float], methods: Sequence[str],
 
 
 def write_tables(rows: list[dict], out: str, fractions: Sequence[float]) -> tuple[str, str]:
-  os.makedirs(out, exist_ok=True)
-  csv_path = os.path.join(out, "label_fractions.csv")
-  md_path = os.path.join(out, "label_fractions.md")
-  with open(csv_path, "w", newline="") as f:
-    wr = csv.DictWriter(f, fieldnames=COLUMNS)
-    wr.writeheader()
-    wr.writerows(rows)
   fmt = lambda v: "-" if v is None else f"{v:.2f}"
   lines = ["Test IoU of the change class (%), ours (paper)", "",
            "| Method | " + " | ".join(f"{f:g}%" for f in fractions) + " |",
@@ -199,9 +192,7 @@ def write_tables(rows: list[dict], out: str, fractions: Sequence[float]) -> tupl
       r = next((r for r in rows if r["method"] == name and r["fraction"] == f), None)
       cells.append("-" if r is None else f"{fmt(r['iou'])} ({fmt(r['paper_iou'])})")
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  with open(md_path, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  return csv_path, md_path
+  return save_table(out, "label_fractions", COLUMNS, rows, lines)
 
 
 def series(rows: list[dict]) -> dict[str, dict[str, list]]:

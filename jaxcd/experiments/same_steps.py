@@ -19,6 +19,7 @@ import time
 from typing import Sequence
 
 from jaxcd.errors import ConfigError
+from jaxcd.experiments import save_table
 
 COLUMNS = ("model", "config", "f1", "iou", "precision", "recall", "steps", "batch", "seconds",
            "workdir")
@@ -117,22 +118,13 @@ def read_rows(out: str) -> list[dict]:
 
 
 def write_tables(rows: list[dict], out: str) -> tuple[str, str]:
-  os.makedirs(out, exist_ok=True)
-  csv_path = os.path.join(out, "same_steps.csv")
-  md_path = os.path.join(out, "same_steps.md")
-  with open(csv_path, "w", newline="") as f:
-    wr = csv.DictWriter(f, fieldnames=COLUMNS)
-    wr.writeheader()
-    wr.writerows(rows)
   fmt = lambda v: "-" if v is None else f"{v:.3f}"
   secs = lambda v: "-" if v is None else f"{v:.0f}"
   lines = ["| model | test F1 | test IoU | wall s | config |", "|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r['model']} | {fmt(r.get('f1'))} | {fmt(r.get('iou'))} | "
                  f"{secs(r.get('seconds'))} | {r['config']} |")
-  with open(md_path, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  return csv_path, md_path
+  return save_table(out, "same_steps", COLUMNS, rows, lines)
 
 
 def main(argv):

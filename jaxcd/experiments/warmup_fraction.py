@@ -13,11 +13,11 @@ the rows as a JSON last line. Paper (LEVIR-CD): accuracy 0.05/0.05/0.05/0.05/0.8
 sampled; MAE 0.94/0.95/0.95/0.95/0.10 and 0.24.
 """
 import copy
-import csv
 import os
 from typing import Sequence
 
 from jaxcd.errors import ConfigError
+from jaxcd.experiments import save_table
 
 COLUMNS = ("setting", "warmup_fraction", "min_change", "warmup_tiles", "accuracy", "mae", "f1",
            "kappa")
@@ -55,21 +55,13 @@ def run(config, out: str, fractions: Sequence[float], sampled: Sequence[float]) 
 
 
 def write_table(rows: list[dict], out: str) -> tuple[str, str]:
-  os.makedirs(out, exist_ok=True)
-  csv_path, md_path = os.path.join(out, "table2.csv"), os.path.join(out, "table2.md")
-  with open(csv_path, "w", newline="") as f:
-    wr = csv.DictWriter(f, fieldnames=COLUMNS)
-    wr.writeheader()
-    wr.writerows(rows)
   # Markdown in the paper's orientation: one column per setting.
   lines = ["| Metric | " + " | ".join(r["setting"] for r in rows) + " |",
            "|---|" + "---|" * len(rows)]
   for key, label in (("warmup_tiles", "Warm-up tiles"), ("accuracy", "Accuracy"), ("mae", "MAE"),
                      ("f1", "F1"), ("kappa", "Kappa")):
     lines.append(f"| {label} | " + " | ".join(str(r[key]) for r in rows) + " |")
-  with open(md_path, "w") as f:
-    f.write("\n".join(lines) + "\n")
-  return csv_path, md_path
+  return save_table(out, "table2", COLUMNS, rows, lines)
 
 
 def _floats(text: str) -> list[float]:
