@@ -18,7 +18,7 @@ Time: not measured (the run on the shared 2-core CPU did not finish). Our test F
 measured.
 Expect (paper, Dsfer-Net Table I, LEVIR-CD / WHU-CD / CDD): F1 84.45 / 82.22 / 87.53.
 """
-from jaxcd.config_base import sibling
+from jaxcd.config_base import sibling, step_budget
 
 
 def get_config():
@@ -40,8 +40,5 @@ def get_config():
   c.optim.weight_decay = 0.01
   c.optim.schedule = "linear"
   # The shared CPU budget (jaxcd.experiments.same_steps): 100 steps of 8 pairs, one validation.
-  c.input.batch_size = 8
-  c.num_steps = 100
-  c.eval_every = 100
-  c.checkpoint_every = 100
+  step_budget(c, steps=100, batch=8)  # the CPU budget of the docstring
   return c

@@ -16,7 +16,7 @@ Time: not measured (the run on the shared 2-core CPU did not finish). Our test F
 measured.
 Expect (paper, Dsfer-Net Table I, LEVIR-CD / WHU-CD / CDD): F1 86.08 / 86.71 / 92.91.
 """
-from jaxcd.config_base import sibling
+from jaxcd.config_base import sibling, step_budget
 
 
 def get_config():
@@ -30,8 +30,5 @@ def get_config():
   c.optim.lr = 5e-4
   c.optim.schedule = "constant"
   # The shared CPU budget (jaxcd.experiments.same_steps): 100 steps of 8 pairs, one validation.
-  c.input.batch_size = 8
-  c.num_steps = 100
-  c.eval_every = 100
-  c.checkpoint_every = 100
+  step_budget(c, steps=100, batch=8)  # the CPU budget of the docstring
   return c

@@ -15,7 +15,7 @@ Time: not measured (the run on the shared 2-core CPU did not finish). Our test F
 measured.
 Not in Dsfer-Net's tables; the most used baseline of the peers' model zoos.
 """
-from jaxcd.config_base import sibling
+from jaxcd.config_base import sibling, step_budget
 
 
 def get_config():
@@ -29,8 +29,5 @@ def get_config():
   c.optim.weight_decay = 1e-2
   c.optim.schedule = "constant"
   # The shared CPU budget (jaxcd.experiments.same_steps): 100 steps of 8 pairs, one validation.
-  c.input.batch_size = 8
-  c.num_steps = 100
-  c.eval_every = 100
-  c.checkpoint_every = 100
+  step_budget(c, steps=100, batch=8)  # the CPU budget of the docstring
   return c

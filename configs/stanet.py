@@ -18,7 +18,7 @@ Time: not measured (the run on the shared 2-core CPU did not finish). Our test F
 measured.
 Expect (paper, Dsfer-Net Table I, LEVIR-CD / WHU-CD / CDD): F1 87.27 / 87.02 / 89.86.
 """
-from jaxcd.config_base import sibling
+from jaxcd.config_base import sibling, step_budget
 
 
 def get_config():
@@ -33,8 +33,5 @@ def get_config():
   c.optim.lr = 1e-3
   c.optim.schedule = "linear"
   # The shared CPU budget (jaxcd.experiments.same_steps): 100 steps of 8 pairs, one validation.
-  c.input.batch_size = 8
-  c.num_steps = 100
-  c.eval_every = 100
-  c.checkpoint_every = 100
+  step_budget(c, steps=100, batch=8)  # the CPU budget of the docstring
   return c

@@ -129,6 +129,15 @@ def override_data(c: ml_collections.ConfigDict, items: list[tuple[str, str]]) ->
       c.data[key] = parse_option(flag, text, c.data[key])
 
 
+def step_budget(c: ml_collections.ConfigDict, steps: int, batch: int) -> None:
+  """`steps` steps of `batch` pairs, one validation and one checkpoint at the end: the CPU
+  budget the rival configs share with jaxcd.experiments.same_steps."""
+  c.num_steps = steps
+  c.input.batch_size = batch
+  c.eval_every = steps
+  c.checkpoint_every = steps
+
+
 def sibling(config_file: str, name: str, *args):
   """`get_config(*args)` of configs/<name>.py next to `config_file`: variants start from a base
   config file and override a few fields (config files are not a package)."""

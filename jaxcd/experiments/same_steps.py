@@ -42,17 +42,14 @@ def parse_models(text: str) -> list[str]:
 
 def config_for(model: str, configs_dir: str, steps: int, batch: int):
   """The model's embedded-data config with the shared budget applied."""
-  from jaxcd.config_base import load
+  from jaxcd.config_base import load, step_budget
   name = CONFIG_OF.get(model, model)
   path = os.path.join(configs_dir, f"{name}.py")
   if not os.path.exists(path):
     raise ConfigError(f"--configs_dir: no {name}.py in {configs_dir!r} (model {model})")
   c = load(path)
   with c.unlocked():
-    c.num_steps = steps
-    c.input.batch_size = batch
-    c.eval_every = steps
-    c.checkpoint_every = steps
+    step_budget(c, steps, batch)
     c.eval_splits = ("test",)
     if c.method == "rcl":
       c.rcl.mode = "sup_only"
