@@ -211,13 +211,8 @@ class SemiAdversarial(base.Method):
         params[name] = module.init({"params": k, "dropout": k}, x)["params"]
       return params, tx.init(params)
 
-    key = jax.random.key(self.config.seed + 1000, impl="rbg")
-    shapes = jax.eval_shape(init, key)
-    shardings = jax.tree_util.tree_map(lambda _: parallel.replicated(mesh), shapes)
-    if abstract:
-      return jax.tree_util.tree_map(
-          lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings)
-    return jax.jit(init, out_shardings=shardings)(key)
+    return state_lib.replicated_init(init, jax.random.key(self.config.seed + 1000, impl="rbg"),
+                                     mesh, abstract)
 
   def _with_disc(self, state, disc) -> state_lib.AdversarialState:
     fields = {f.name: getattr(state, f.name) for f in dataclasses.fields(state_lib.TrainState)}
