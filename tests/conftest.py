@@ -80,6 +80,16 @@ def tiny_overrides(**extra) -> list[str]:
   return [f"--config.{k}={v}" for k, v in o.items()]
 
 
+def set_fields(c, fields: dict) -> None:
+  """Sets dotted config fields in place: {"rcl.stage1_steps": 6} -> c.rcl.stage1_steps = 6."""
+  for key, value in fields.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+
+
 def tiny_config(**extra):
   """The same tiny run as a ConfigDict, for in-process tests."""
   from jaxcd.config_base import sibling

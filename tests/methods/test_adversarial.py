@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import assert_same_checkpoint
+from conftest import assert_same_checkpoint, set_fields
 from jaxcd import checkpointing, state as state_lib, trainer, writers
 from jaxcd.config_base import sibling
 from jaxcd.errors import ConfigError
@@ -42,12 +42,7 @@ def tiny_config(method: str, **extra):
   c.optim.warmup_steps = 0
   c.num_steps, c.eval_every, c.checkpoint_every, c.log_every, c.progress = 2, 2, 1, 1, False
   c.async_checkpoints = False
-  for key, value in extra.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  set_fields(c, extra)
   return c
 
 

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import strict_device_to_host
+from conftest import set_fields, strict_device_to_host
 from jaxcd import checkpointing, clustering, trainer, writers
 from jaxcd.config_base import sibling
 from jaxcd.data import pipeline, source_from_config
@@ -36,9 +36,7 @@ def tiny_config(**extra):
   c.progress = False
   c.cdcluster.update(warmup_fraction=0.5, warmup_steps=4, cluster_every_steps=4,
                      max_samples=3000, faiss_threads=1)
-  for key, value in extra.items():
-    node, *path = key.split(".")
-    (c[node] if path else c)[path[0] if path else node] = value
+  set_fields(c, extra)
   return c
 
 

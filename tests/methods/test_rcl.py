@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import strict_device_to_host
+from conftest import set_fields, strict_device_to_host
 from jaxcd import checkpointing, trainer, writers
 from jaxcd.config_base import sibling
 from jaxcd.data import semi, source_from_config
@@ -35,12 +35,7 @@ def tiny_config(**extra):
   c.rcl.update(label_fraction=0.5, stage1_steps=6, stage2_steps=6, stage2_init="reinit")
   c.optim.warmup_steps = 0
   c.eval_every, c.checkpoint_every, c.log_every, c.progress = 3, 3, 1, False
-  for key, value in extra.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
+  set_fields(c, extra)
   return c
 
 
