@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcd.models.layers import batch_norm
+from jaxcd.models.conv import Conv
 
 Dtype = Any
 
@@ -64,8 +65,8 @@ class SpatialGate(nn.Module):
     pooled = jnp.concatenate([jnp.max(x_BxHxWxC, axis=-1, keepdims=True),
                               jnp.mean(x_BxHxWxC, axis=-1, keepdims=True)], axis=-1)
     pad = self.kernel // 2
-    s = nn.Conv(1, (self.kernel, self.kernel), padding=((pad, pad), (pad, pad)), use_bias=False,
-                dtype=self.dtype, name="conv")(pooled)
+    s = Conv(1, (self.kernel, self.kernel), padding=((pad, pad), (pad, pad)), use_bias=False,
+             dtype=self.dtype, name="conv")(pooled)
     return nn.sigmoid(batch_norm(train, self.dtype, name="bn")(s))
 
 

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from jaxcd.models.registry import register
 from jaxcd.models.layers import batch_norm
 from jaxcd.models.resnet import ResNet
+from jaxcd.models.conv import Conv
 
 Dtype = Any
 
@@ -53,7 +54,7 @@ def token_features(a_BxHxWxC: jax.Array, b_BxHxWxC: jax.Array, dim: int, dtype: 
   trunk = resnet18_trunk(dtype)
   f = jnp.concatenate([trunk(a_BxHxWxC, train)[-1], trunk(b_BxHxWxC, train)[-1]])
   f = jnp.repeat(jnp.repeat(f, 2, axis=1), 2, axis=2)  # nn.Upsample(scale_factor=2): nearest
-  return nn.Conv(dim, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, name="conv_pred")(f)
+  return Conv(dim, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, name="conv_pred")(f)
 
 
 class Attention(nn.Module):
@@ -134,7 +135,7 @@ class BiT(nn.Module):
     x_2BxNxD = x_2BxhxwxD.reshape(2 * n, hh * ww, d)
 
     # Semantic tokenizer: L spatial attention maps, softmax over the N positions.
-    att_2BxNxL = nn.Conv(self.token_len, (1, 1), use_bias=False, dtype=dt, name="conv_a")(x_2BxhxwxD)
+    att_2BxNxL = Conv(self.token_len, (1, 1), use_bias=False, dtype=dt, name="conv_a")(x_2BxhxwxD)
     att_2BxNxL = jax.nn.softmax(att_2BxNxL.reshape(2 * n, hh * ww, self.token_len).astype(jnp.float32), axis=1)
     tok_2BxLxD = jnp.einsum("bnl,bnd->bld", att_2BxNxL.astype(dt), x_2BxNxD)
 
@@ -152,7 +153,7 @@ class BiT(nn.Module):
     y = y.reshape(2 * n, hh, ww, d)
     diff = jnp.abs(y[:n] - y[n:])
     diff = jax.image.resize(diff, (n, h, w, d), "bilinear")  # align_corners=False, like torch
-    z = nn.Conv(d, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=dt, name="classifier_conv1")(diff)
+    z = Conv(d, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=dt, name="classifier_conv1")(diff)
     z = nn.relu(batch_norm(train, dt, "classifier_bn")(z))
-    logits = nn.Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)), dtype=dt, name="classifier_conv2")(z)
+    logits = Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)), dtype=dt, name="classifier_conv2")(z)
     return {"logits": logits.astype(jnp.float32)}

@@ -27,6 +27,7 @@ from jaxcd.errors import ConfigError
 from jaxcd.models.registry import register
 from jaxcd.models.attention import CBAM, Sobel
 from jaxcd.models.layers import ConvBNReLU, UpConv, batch_norm, max_pool2, pad_to
+from jaxcd.models.conv import Conv
 
 Dtype = Any
 HEAD = "head"  # parameter collection key of the MLP head
@@ -41,8 +42,8 @@ class EncoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
-    conv = lambda name: nn.Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                                name=name)
+    conv = lambda name: Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                             name=name)
     normed = batch_norm(train, self.dtype, name="bn")(conv("conv1")(x_BxHxWxC))
     x = nn.relu(conv("conv2")(nn.relu(normed)))
     return normed, (max_pool2(x) if self.pool else x)
@@ -87,8 +88,8 @@ class CDCluster(nn.Module):
     self.dec2 = ConvBNReLU(w2, dtype=self.dtype, name="dec2")
     self.up1 = UpConv(w1, dtype=self.dtype, name="up1")
     self.dec1 = ConvBNReLU(w1, dtype=self.dtype, name="dec1")
-    self.feat_conv = nn.Conv(self.features_dim, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                             name="feat_conv")
+    self.feat_conv = Conv(self.features_dim, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                          name="feat_conv")
     # layers.batch_norm's settings; the train/eval mode is given per call (setup cannot know it).
     self.feat_bn = nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=self.dtype, name="feat_bn")
     self.head = Head(self.features_dim, self.num_clusters, self.dtype, name=HEAD)

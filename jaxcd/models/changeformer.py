@@ -30,6 +30,7 @@ import numpy as np
 from jaxcd.models.layers import batch_norm
 from jaxcd.models.rcr import resize_bilinear
 from jaxcd.models.registry import register
+from jaxcd.models.conv import Conv, ConvTranspose
 
 Dtype = Any
 
@@ -48,8 +49,8 @@ def _dense(features: int, dtype: Dtype, name: str) -> nn.Dense:
 def _conv(features: int, kernel: int, dtype: Dtype, name: str, strides: int = 1,
           pad: int | None = None, init=_DEC_CONV_INIT) -> nn.Conv:
   p = kernel // 2 if pad is None else pad
-  return nn.Conv(features, (kernel, kernel), strides=strides, padding=((p, p), (p, p)),
-                 kernel_init=init, dtype=dtype, name=name)
+  return Conv(features, (kernel, kernel), strides=strides, padding=((p, p), (p, p)),
+              kernel_init=init, dtype=dtype, name=name)
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -109,9 +110,9 @@ class MixFFN(nn.Module):
   @nn.compact
   def __call__(self, x_BxHxWxD: jax.Array, train: bool) -> jax.Array:
     x = _dense(self.hidden, self.dtype, "fc1")(x_BxHxWxD)
-    x = nn.Conv(self.hidden, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=self.hidden,
-                kernel_init=nn.initializers.normal(np.sqrt(2.0 / 9.0)), dtype=self.dtype,
-                name="dwconv")(x)  # torch's fan_out of a depthwise conv: 9
+    x = Conv(self.hidden, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=self.hidden,
+             kernel_init=nn.initializers.normal(np.sqrt(2.0 / 9.0)), dtype=self.dtype,
+             name="dwconv")(x)  # torch's fan_out of a depthwise conv: 9
     x = nn.Dropout(self.drop, deterministic=not train)(nn.gelu(x, approximate=False))
     x = _dense(self.dim, self.dtype, "fc2")(x)
     return nn.Dropout(self.drop, deterministic=not train)(x)
@@ -217,8 +218,8 @@ class Decoder(nn.Module):
     x = batch_norm(train, dt, "linear_fuse_bn")(x)
     for name in ("2x", "1x"):
       # torch ConvTranspose2d(k4, s2, padding 1) == Flax padding k - 1 - p = 2 (exactly 2x).
-      x = nn.ConvTranspose(e, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
-                           kernel_init=_DEC_CONV_INIT, dtype=dt, name=f"convd{name}")(x)
+      x = ConvTranspose(e, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                        kernel_init=_DEC_CONV_INIT, dtype=dt, name=f"convd{name}")(x)
       x = ResidualBlock(dt, name=f"dense_{name}")(x)
     preds.append(_conv(self.num_classes, 3, dt, "change_probability")(x))
     return preds

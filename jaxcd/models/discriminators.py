@@ -14,13 +14,14 @@ s4GAN and SemiCDNet(TGRS21)) so a torch state dict maps by name.
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jaxcd.models.conv import Conv
 
 HEADS = ("map", "gap", "fc")
 
 
 def _conv(features: int, name: str) -> nn.Conv:
   # torch Conv2d(k=4, s=2, p=1): the same output size and taps as explicit (1, 1) padding.
-  return nn.Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), name=name)
+  return Conv(features, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)), name=name)
 
 
 class Discriminator(nn.Module):
@@ -44,7 +45,7 @@ class Discriminator(nn.Module):
     if self.head == "map":
       logits = _conv(1, "classifier")(x)
     elif self.head == "gap":
-      logits = nn.Conv(self.num_outputs, (1, 1), name="FC")(features[:, None, None, :])[:, 0, 0]
+      logits = Conv(self.num_outputs, (1, 1), name="FC")(features[:, None, None, :])[:, 0, 0]
     else:
       logits = nn.Dense(1, name="fc")(features)
     return {"logits": logits, "features": features}

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcd.models.conv import ConvTranspose
 from jaxcd.models.dsfernet import resize_bilinear_align_corners
 from jaxcd.models.layers import batch_norm
 from jaxcd.models.registry import register
@@ -128,12 +129,12 @@ class DSLayer(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     # torch (k, s, p, output_padding op) == Flax padding (k - 1 - p, k - 1 - p + op): (1, s).
     s = self.stride
-    x = nn.ConvTranspose(32, (3, 3), strides=(s, s), padding=((1, s), (1, s)), dtype=self.dtype,
-                         name="dsconv")(x)
+    x = ConvTranspose(32, (3, 3), strides=(s, s), padding=((1, s), (1, s)), dtype=self.dtype,
+                      name="dsconv")(x)
     x = nn.relu(batch_norm(train, self.dtype, "bn")(x))
     x = nn.Dropout(0.2, broadcast_dims=(1, 2), deterministic=not train)(x)
-    return nn.ConvTranspose(self.num_classes, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                            name="outconv")(x)
+    return ConvTranspose(self.num_classes, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                         name="outconv")(x)
 
 
 def metric_outputs(xa: jax.Array, xb: jax.Array, hw: tuple[int, int],

@@ -30,6 +30,7 @@ from jaxcd.models.registry import register
 from jaxcd.models.hopfield import HopfieldRetrieval
 from jaxcd.models.layers import ConvBNReLU
 from jaxcd.models.vgg import VGG16Features
+from jaxcd.models.conv import Conv
 
 Dtype = Any
 
@@ -104,7 +105,7 @@ class DsferNet(nn.Module):
     dt = jnp.dtype(self.dtype)
     n = a_BxHxWxC.shape[0]
     conv = lambda c, name: ConvBNReLU(c, dtype=dt, name=name)  # official SingleConv3
-    head = lambda name: nn.Conv(self.num_classes, (1, 1), dtype=dt, name=name)  # official OutConv
+    head = lambda name: Conv(self.num_classes, (1, 1), dtype=dt, name=name)  # official OutConv
     if self.layernorm == "chw":
       ln_kw = dict(reduction_axes=(1, 2, 3), feature_axes=(1, 2, 3))
     else:

@@ -23,18 +23,19 @@ import jax.numpy as jnp
 
 from jaxcd.models.registry import register
 from jaxcd.models.layers import batch_norm, max_pool2, pad_to
+from jaxcd.models.conv import Conv, ConvTranspose
 
 Dtype = Any
 
 
 def _conv3(features: int, dtype: Dtype, name: str) -> nn.Conv:
-  return nn.Conv(features, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, name=name)
+  return Conv(features, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, name=name)
 
 
-def _convt3(features: int, dtype: Dtype, name: str) -> nn.ConvTranspose:
+def _convt3(features: int, dtype: Dtype, name: str) -> ConvTranspose:
   # PyTorch ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1): exactly 2x the size.
-  return nn.ConvTranspose(features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), dtype=dtype,
-                          name=name)
+  return ConvTranspose(features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), dtype=dtype,
+                       name=name)
 
 
 class ResDown(nn.Module):
@@ -47,7 +48,7 @@ class ResDown(nn.Module):
   def __call__(self, x_BxHxWxC: jax.Array, train: bool) -> jax.Array:
     dt = self.dtype
     if x_BxHxWxC.shape[-1] != self.features:
-      res = batch_norm(train, dt, "bnc")(nn.Conv(self.features, (1, 1), dtype=dt, name="couple")(x_BxHxWxC))
+      res = batch_norm(train, dt, "bnc")(Conv(self.features, (1, 1), dtype=dt, name="couple")(x_BxHxWxC))
     else:
       res = x_BxHxWxC
     out = nn.relu(batch_norm(train, dt, "bn1")(_conv3(self.features, dt, "conv1")(x_BxHxWxC)))
@@ -100,6 +101,6 @@ class FCEFRes(nn.Module):
       x = ResDown(width, dtype=dt, name=f"decres{level}_1")(jnp.concatenate([x, skip], axis=-1), train)
       x = ResUp(dt, name=f"decres{level}_2")(x, train)
     x = pad_to(x, skips[0].shape[1:3])
-    logits = nn.Conv(self.num_classes, (1, 1), dtype=dt, name="coupling")(
+    logits = Conv(self.num_classes, (1, 1), dtype=dt, name="coupling")(
         jnp.concatenate([x, skips[0]], axis=-1))
     return {"logits": logits.astype(jnp.float32)}

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from jaxcd.models.registry import register
 from jaxcd.models.layers import ConvBNReLU, UpConv, max_pool2, pad_to
+from jaxcd.models.conv import Conv
 
 _ENC = ((16, 2), (32, 2), (64, 3), (128, 3))  # (width, convs) per level
 
@@ -52,7 +53,7 @@ class Decoder(nn.Module):
         last = i == 1
         out = (_ENC[level - 2][0] if level > 1 else self.num_classes) if last else width
         if level == 1 and last:
-          x = nn.Conv(out, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=f"conv{level}{i}d")(x)
+          x = Conv(out, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype, name=f"conv{level}{i}d")(x)
         else:
           x = ConvBNReLU(out, dropout=self.dropout, dtype=self.dtype, name=f"conv{level}{i}d")(x, train)
     return x

@@ -4,6 +4,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jaxcd.models.conv import Conv, ConvTranspose
 
 Dtype = Any
 
@@ -28,9 +29,9 @@ class ConvBNReLU(nn.Module):
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array, train: bool) -> jax.Array:
     pad = self.dilation * (self.kernel - 1) // 2
-    x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.strides,
-                padding=((pad, pad), (pad, pad)), kernel_dilation=self.dilation,
-                use_bias=self.use_bias, dtype=self.dtype, name="conv")(x_BxHxWxC)
+    x = Conv(self.features, (self.kernel, self.kernel), strides=self.strides,
+             padding=((pad, pad), (pad, pad)), kernel_dilation=self.dilation,
+             use_bias=self.use_bias, dtype=self.dtype, name="conv")(x_BxHxWxC)
     x = batch_norm(train, self.dtype, name="bn")(x)
     if self.relu:
       x = nn.relu(x)
@@ -47,8 +48,8 @@ class UpConv(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jax.Array) -> jax.Array:
-    return nn.ConvTranspose(self.features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
-                            dtype=self.dtype, name="convt")(x_BxHxWxC)
+    return ConvTranspose(self.features, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)),
+                         dtype=self.dtype, name="convt")(x_BxHxWxC)
 
 
 def pad_to(x_BxHxWxC: jax.Array, hw: Sequence[int]) -> jax.Array:

@@ -39,6 +39,7 @@ from jaxcd.errors import ConfigError
 from jaxcd.models.registry import register
 from jaxcd.models.layers import batch_norm
 from jaxcd.models.resnet import ResNet, output_stride
+from jaxcd.models.conv import Conv
 
 Dtype = Any
 
@@ -88,13 +89,13 @@ class PSPModule(nn.Module):
     pyramids = [x_BxHxWxC]
     for i, b in enumerate(self.bins):
       p = adaptive_avg_pool(x_BxHxWxC, (b, b))
-      p = nn.Conv(out_c, (1, 1), use_bias=False, kernel_init=torch_default_conv, dtype=self.dtype,
-                  name=f"stage{i}_conv")(p)
+      p = Conv(out_c, (1, 1), use_bias=False, kernel_init=torch_default_conv, dtype=self.dtype,
+               name=f"stage{i}_conv")(p)
       p = nn.relu(batch_norm(train, self.dtype, f"stage{i}_bn")(p))
       pyramids.append(resize_bilinear(p, (h, w)))
-    y = nn.Conv(out_c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=torch_default_conv, dtype=self.dtype,
-                name="bottleneck_conv")(jnp.concatenate(pyramids, axis=-1))
+    y = Conv(out_c, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+             kernel_init=torch_default_conv, dtype=self.dtype,
+             name="bottleneck_conv")(jnp.concatenate(pyramids, axis=-1))
     return nn.relu(batch_norm(train, self.dtype, "bottleneck_bn")(y))
 
 
@@ -106,11 +107,11 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxhxwxC: jax.Array, out_hw: Sequence[int]) -> jax.Array:
-    x = nn.Conv(self.mid, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=kaiming_fan_in, dtype=self.dtype, name="conv1")(x_BxhxwxC)
+    x = Conv(self.mid, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+             kernel_init=kaiming_fan_in, dtype=self.dtype, name="conv1")(x_BxhxwxC)
     x = resize_bilinear(nn.relu(x), out_hw)
-    return nn.Conv(self.num_classes, (1, 1), use_bias=False, kernel_init=kaiming_fan_in,
-                   dtype=self.dtype, name="conv2")(x)
+    return Conv(self.num_classes, (1, 1), use_bias=False, kernel_init=kaiming_fan_in,
+                dtype=self.dtype, name="conv2")(x)
 
 
 def aux_decoder(net: "RCRNet", name: str | None = None) -> Decoder:

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcd.models.layers import batch_norm
+from jaxcd.models.conv import Conv
 
 Dtype = Any
 
@@ -33,9 +34,9 @@ kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 def _conv(features: int, kernel: int, strides: int = 1, dilation: int = 1, dtype: Dtype = jnp.float32,
           name: str | None = None) -> nn.Conv:
   pad = dilation * (kernel - 1) // 2  # "same" for odd kernels, as torchvision's padding=dilation
-  return nn.Conv(features, (kernel, kernel), strides=strides, padding=((pad, pad), (pad, pad)),
-                 kernel_dilation=dilation, use_bias=False, kernel_init=kaiming_fan_out,
-                 dtype=dtype, name=name)
+  return Conv(features, (kernel, kernel), strides=strides, padding=((pad, pad), (pad, pad)),
+              kernel_dilation=dilation, use_bias=False, kernel_init=kaiming_fan_out,
+              dtype=dtype, name=name)
 
 
 class BasicBlock(nn.Module):

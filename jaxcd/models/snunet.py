@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from jaxcd.models.layers import batch_norm, max_pool2, pad_to
 from jaxcd.models.registry import register
+from jaxcd.models.conv import Conv, ConvTranspose
 
 # The official convs use kaiming_normal_(mode="fan_out", nonlinearity="relu").
 _KAIMING_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -27,8 +28,8 @@ _KAIMING_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 def _conv(features: int, kernel: int, dtype: Any, name: str, use_bias: bool = True) -> nn.Conv:
   pad = (kernel - 1) // 2
-  return nn.Conv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)), use_bias=use_bias,
-                 kernel_init=_KAIMING_OUT, dtype=dtype, name=name)
+  return Conv(features, (kernel, kernel), padding=((pad, pad), (pad, pad)), use_bias=use_bias,
+              kernel_init=_KAIMING_OUT, dtype=dtype, name=name)
 
 
 class NestedBlock(nn.Module):
@@ -85,8 +86,8 @@ class SNUNet(nn.Module):
     xb = encode(b.astype(dt), 5)
 
     def up(name, x, skip):  # official `up`: ConvTranspose2d(C, C, 2, stride=2)
-      x = nn.ConvTranspose(x.shape[-1], (2, 2), strides=(2, 2), padding="VALID", dtype=dt,
-                           name=name)(x)
+      x = ConvTranspose(x.shape[-1], (2, 2), strides=(2, 2), padding="VALID", dtype=dt,
+                        name=name)(x)
       return pad_to(x, skip.shape[1:3])
 
     # node[i][j] = X^{i,j}; X^{i,0} of the two dates both enter every node of level i.
@@ -103,6 +104,6 @@ class SNUNet(nn.Module):
     out = jnp.concatenate(outs, axis=-1)
     intra = ChannelAttention(4, dt, name="ca1")(sum(outs))
     out = ChannelAttention(16, dt, name="ca")(out) * (out + jnp.tile(intra, (1, 1, 1, 4)))
-    logits = nn.Conv(self.num_classes, (1, 1), kernel_init=_KAIMING_OUT, dtype=dt,
-                     name="conv_final")(out)
+    logits = Conv(self.num_classes, (1, 1), kernel_init=_KAIMING_OUT, dtype=dt,
+                  name="conv_final")(out)
     return {"logits": logits.astype(jnp.float32)}

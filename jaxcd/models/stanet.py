@@ -30,13 +30,14 @@ import jax.numpy as jnp
 from jaxcd.models.dsamnet import Backbone, Decoder, metric_outputs
 from jaxcd.models.layers import batch_norm
 from jaxcd.models.registry import register
+from jaxcd.models.conv import Conv
 
 _PAM_SCALES = (1, 2, 4, 8)
 _normal002 = nn.initializers.normal(0.02)  # the official CDSA `weights_init` for its convs
 
 
 def _conv1x1(features: int, dtype: Any, name: str, use_bias: bool = True) -> nn.Conv:
-  return nn.Conv(features, (1, 1), use_bias=use_bias, kernel_init=_normal002, dtype=dtype, name=name)
+  return Conv(features, (1, 1), use_bias=use_bias, kernel_init=_normal002, dtype=dtype, name=name)
 
 
 def _attend(q_BxTxD: jax.Array, k_BxTxD: jax.Array, v_BxTxE: jax.Array, scale: float) -> jax.Array:

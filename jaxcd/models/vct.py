@@ -64,6 +64,7 @@ import numpy as np
 from jaxcd.models.bit import FeedForward, TransformerLayer, _ln, token_features
 from jaxcd.models.layers import batch_norm
 from jaxcd.models.registry import register
+from jaxcd.models.conv import Conv
 
 Dtype = Any
 
@@ -207,7 +208,7 @@ class VcT(nn.Module):
       y = TransformerLayer(d, self.heads, self.decoder_dim_head, 2 * d, dt, name=f"decoder_{i}")(y, t_2BxMxD)
     y = y.reshape(2 * n, hh, ww, d)
     z = jax.image.resize(jnp.abs(y[:n] - y[n:]), (n, h, w, d), "bilinear")  # align_corners=False
-    z = nn.Conv(d, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=dt, name="classifier_conv1")(z)
+    z = Conv(d, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=dt, name="classifier_conv1")(z)
     z = nn.relu(batch_norm(train, dt, "classifier_bn")(z))
-    logits = nn.Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)), dtype=dt, name="classifier_conv2")(z)
+    logits = Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)), dtype=dt, name="classifier_conv2")(z)
     return {"logits": logits.astype(jnp.float32)}

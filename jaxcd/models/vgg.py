@@ -10,6 +10,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jaxcd.models.conv import Conv
 
 Dtype = Any
 
@@ -38,9 +39,9 @@ class VGG16Features(nn.Module):
       if stage > 1:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
       for i, width in enumerate(widths, start=1):
-        x = nn.Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
-                    kernel_init=vgg_kernel_init, bias_init=nn.initializers.zeros,
-                    name=f"conv{stage}_{i}")(x)
+        x = Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
+                 kernel_init=vgg_kernel_init, bias_init=nn.initializers.zeros,
+                 name=f"conv{stage}_{i}")(x)
         x = nn.relu(x)
       taps.append(x)
     return tuple(taps)

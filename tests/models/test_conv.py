@@ -1,0 +1,88 @@
+"""jaxcd.models.conv: Flax's Conv / ConvTranspose with the per-tap kernel gradient on CPU give
+lax's outputs and gradients, and the CPU program really takes the per-tap path."""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcd.models import conv
+
+CONVS = [  # (size, in, out, kernel, stride, padding, dilation)
+    (16, 5, 7, 3, 1, "SAME", 1),
+    (17, 4, 6, 3, 2, ((1, 1), (1, 1)), 1),
+    (19, 3, 8, 7, 2, ((3, 3), (3, 3)), 1),
+    (12, 6, 4, 1, 1, "VALID", 1),
+    (14, 4, 4, 3, 1, ((2, 2), (2, 2)), 2),
+    (15, 3, 5, 4, 3, "VALID", 1),
+]
+TRANSPOSED = [  # (size, in, out, kernel, stride, padding): the models' own and lax's strings
+    (8, 6, 5, 3, 2, ((1, 2), (1, 2))),
+    (8, 4, 4, 4, 2, ((2, 2), (2, 2))),
+    (5, 3, 4, 3, 4, ((1, 4), (1, 4))),
+    (9, 4, 2, 3, 1, ((1, 1), (1, 1))),
+    (7, 5, 3, 2, 2, "VALID"),
+    (7, 3, 3, 3, 2, "SAME"),
+    (7, 2, 3, 4, 3, "SAME"),
+]
+
+
+def _grads(module, params, x):
+  loss = lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)) * jnp.arange(1.0, 1.0 + module.features))
+  return jax.jit(jax.grad(loss, (0, 1)))(params, x)
+
+
+def _assert_same(ours, theirs, x, params):
+  np.testing.assert_array_equal(ours.apply(params, x), theirs.apply(params, x))
+  for a, b in zip(jax.tree.leaves(_grads(ours, params, x)), jax.tree.leaves(_grads(theirs, params, x))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
+
+
+@pytest.mark.parametrize("size,cin,cout,k,s,pad,d", CONVS)
+def test_conv_matches_flax(size, cin, cout, k, s, pad, d):
+  x = jax.random.normal(jax.random.key(1), (2, size, size + 1, cin))
+  kw = dict(strides=(s, s), padding=pad, kernel_dilation=(d, d))
+  ours, theirs = conv.Conv(cout, (k, k), **kw), nn.Conv(cout, (k, k), **kw)
+  params = theirs.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, params)
+  _assert_same(ours, theirs, x, params)
+
+
+@pytest.mark.parametrize("size,cin,cout,k,s,pad", TRANSPOSED)
+def test_conv_transpose_matches_flax(size, cin, cout, k, s, pad):
+  x = jax.random.normal(jax.random.key(1), (2, size, size + 2, cin))
+  kw = dict(strides=(s, s), padding=pad)
+  ours, theirs = conv.ConvTranspose(cout, (k, k), **kw), nn.ConvTranspose(cout, (k, k), **kw)
+  params = theirs.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, params)
+  _assert_same(ours, theirs, x, params)
+
+
+def _hlo_convolutions(fn, *args) -> int:
+  return jax.jit(fn).lower(*args).compile().as_text().count(" convolution(")
+
+
+def test_cpu_kernel_gradient_has_no_convolution():
+  """lax's gradient costs three convolutions (forward, input and kernel gradient); ours two on
+  CPU, the kernel gradient being matmuls."""
+  if jax.default_backend() != "cpu":
+    pytest.skip("the per-tap kernel gradient is the CPU lowering only")
+  x = jnp.ones((2, 16, 16, 4))
+  w = jnp.ones((3, 3, 4, 8))
+  dn = ("NHWC", "HWIO", "NHWC")
+  ours = lambda x, w: jnp.sum(conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn) ** 2)
+  lax_ = lambda x, w: jnp.sum(jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn) ** 2)
+  assert _hlo_convolutions(jax.grad(lax_, (0, 1)), x, w) == 3
+  assert _hlo_convolutions(jax.grad(ours, (0, 1)), x, w) == 2
+
+
+def test_grouped_and_bf16_fall_back_or_match():
+  """Grouped convolutions keep lax's path; bfloat16 gradients keep the kernel's dtype."""
+  x = jax.random.normal(jax.random.key(2), (2, 8, 8, 4))
+  grouped = conv.Conv(4, (3, 3), feature_group_count=2)
+  p = grouped.init(jax.random.key(0), x)
+  _assert_same(grouped, nn.Conv(4, (3, 3), feature_group_count=2), x, p)
+  half = conv.Conv(4, (3, 3), dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+  ph = half.init(jax.random.key(0), x)
+  g = jax.grad(lambda p: jnp.sum(half.apply(p, x).astype(jnp.float32)))(ph)
+  assert g["params"]["kernel"].dtype == jnp.bfloat16
