@@ -23,6 +23,7 @@ is of one device's program, so per-pair figures divide by the per-device batch.
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -118,10 +119,13 @@ def model_config(model: str, size: int = 256, dtype: str = "float32", bands: int
 def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float32",
                 steps: int = 10, bands: int = 3, model_kwargs: dict[str, Any] | None = None,
                 num_devices: int = 0, peak_flops: float | None = None,
-                method: str = "supervised") -> dict[str, Any]:
+                method: str = "supervised", profile: str = "",
+                top: int = 10) -> dict[str, Any]:
   """Pairs/s and FLOPs of the jitted, sharded, state-donating train step of `method` (its
   `make_step`, with its defaults; `batch` labeled pairs per step plus the method's other streams,
-  e.g. RCR's 8 unlabeled ones) and of the forward pass; `batch` in the result counts them all."""
+  e.g. RCR's 8 unlabeled ones) and of the forward pass; `batch` in the result counts them all.
+  With `profile`, one more train step and forward pass run under jax.profiler into that folder,
+  and the result's `profile` holds each one's `top` most expensive XLA ops."""
   import sys as sys_lib
   from jaxcd import optim, state as state_lib, steps as steps_lib
   from jaxcd.methods import get_method
@@ -146,7 +150,10 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
   net = m.build_model()
   tx, _ = optim.make_optimizer(config.optim, config.num_steps)
   normalize = make_normalizer(config)
+  t0 = time.perf_counter()
   state = state_lib.create_state(net, tx, (1, size, size, bands), config.seed, mesh)
+  jax.block_until_ready(state)
+  init_s = time.perf_counter() - t0
   params = count_params(state.params)
   shardings = jax.tree_util.tree_map(lambda x: x.sharding, state)
   train_step = m.make_step(net, tx, normalize, mesh, shardings, config.num_steps)
@@ -164,6 +171,7 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
   # Compile once through lower/compile: the same executables give the cost analysis and run.
   t0 = time.perf_counter()
   train_c = train_step.lower(state, gb).compile()
+  train_compile_s = time.perf_counter() - t0
   fwd_c = predict.lower(state.params, state.batch_stats, gb["image_a"], gb["image_b"]).compile()
   compile_s = time.perf_counter() - t0
   per_device_pairs = batch // n_dev
@@ -185,6 +193,12 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
   _median_seconds(fwd_call, 1)
   fwd_s = _median_seconds(fwd_call, steps)
 
+  profiles = {}
+  if profile:
+    for part, call, compiled, seconds in (("train", train_call, train_c, train_s),
+                                          ("fwd", fwd_call, fwd_c, fwd_s)):
+      profiles[part] = profile_ops(call, compiled, os.path.join(profile, part), seconds, top)
+
   info = _device_info(mesh)
   peak, peak_source = (peak_flops, "--peak_flops") if peak_flops else peak_flops_for(
       info["device_kind"], dtype)
@@ -202,11 +216,71 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
       "mfu": train_flops * train_pps / total_peak if total_peak else None,
       "fwd_mfu": fwd_flops * fwd_pps / total_peak if total_peak else None,
       "peak_flops_per_device": peak, "peak_flops_source": peak_source,
-      "compile_s": compile_s, "steps": steps, **info,
+      # First-step costs: initialisation (its compile included), compiling the train step, and
+      # the train + forward compiles together (no persistent cache: bench always compiles).
+      "init_s": init_s, "train_compile_s": train_compile_s, "compile_s": compile_s,
+      "steps": steps, **info,
       # One device's train step: arguments (state, batch) and XLA's temporaries.
       "train_argument_bytes": int(mem.argument_size_in_bytes) if mem else None,
       "train_temp_bytes": int(mem.temp_size_in_bytes) if mem else None,
+      **({"profile": profiles} if profile else {}),
   }
+
+
+_HLO_OP = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(\S+?)\s+([\w\-]+)\(")
+_FUSED = re.compile(r"calls=%?([\w.\-]+)")
+
+
+def hlo_ops(hlo_text: str) -> dict[str, dict[str, str]]:
+  """Instruction name -> its shape, opcode and, for a fusion, the opcodes it fuses (from the
+  compiled module's text), to say what a profiled op name is."""
+  ops, computations, current = {}, {}, None
+  for line in hlo_text.splitlines():
+    if line and not line.startswith(" ") and "{" in line:
+      current = line.split()[0].lstrip("%") if not line.startswith("ENTRY") else "ENTRY"
+      current = line.split()[1].lstrip("%") if current == "ENTRY" else current
+      computations[current] = []
+      continue
+    m = _HLO_OP.match(line)
+    if m and current is not None:
+      name, shape, opcode = m.groups()
+      fused = _FUSED.search(line) if opcode in ("fusion", "call") else None
+      ops[name] = {"shape": shape, "opcode": opcode, "calls": fused.group(1) if fused else ""}
+      computations[current].append(opcode)
+  for op in ops.values():
+    inner = [o for o in computations.get(op.pop("calls"), ())
+             if o not in ("parameter", "constant", "bitcast", "tuple", "get-tuple-element")]
+    op["fuses"] = ",".join(sorted(set(inner)))
+  return ops
+
+
+def profile_ops(call: Callable[[], Any], compiled, folder: str, step_s: float,
+                top: int = 10) -> list[dict[str, Any]]:
+  """Runs `call` once under jax.profiler (a Perfetto trace in `folder`) and returns the `top`
+  XLA ops by total time: name, what it is, milliseconds, and share of the step's median time
+  (ops that run concurrently on the cores can sum to more than 100%)."""
+  import collections
+  import glob
+  import gzip
+  os.makedirs(folder, exist_ok=True)
+  with jax.profiler.trace(folder, create_perfetto_trace=True):
+    jax.block_until_ready(call())
+  paths = glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True)
+  if not paths:
+    return []
+  with gzip.open(max(paths, key=os.path.getmtime)) as f:
+    events = json.load(f)["traceEvents"]
+  ops = hlo_ops(compiled.as_text())
+  total = collections.Counter()
+  for e in events:
+    if e.get("ph") == "X" and e.get("name") in ops:
+      total[e["name"]] += e.get("dur", 0)
+  rows = []
+  for name, us in total.most_common(top):
+    op = ops[name]
+    rows.append({"op": name, "opcode": op["opcode"], "fuses": op["fuses"], "shape": op["shape"],
+                 "ms": us / 1e3, "share": us / 1e6 / step_s})
+  return rows
 
 
 def _describe_model(r: dict[str, Any]) -> str:
@@ -220,7 +294,17 @@ def _describe_model(r: dict[str, Any]) -> str:
           f"forward {r['fwd_pairs_per_s']:.2f} pairs/s ({r['fwd_ms']:.1f} ms); "
           f"{r['flops_per_pair'] / 1e9:.2f} GFLOP/pair forward, "
           f"{r['train_flops_per_pair'] / 1e9:.2f} GFLOP/pair train, "
-          f"{r['train_tflops_per_s'] * 1e3:.1f} GFLOP/s train{mfu}; compile {r['compile_s']:.1f} s")
+          f"{r['train_tflops_per_s'] * 1e3:.1f} GFLOP/s train{mfu}; compile {r['compile_s']:.1f} s"
+          + "".join(_describe_profile(part, rows) for part, rows in r.get("profile", {}).items()))
+
+
+def _describe_profile(part: str, rows: list[dict[str, Any]]) -> str:
+  lines = [f"\n  {part}: top {len(rows)} ops (share of the step)"]
+  for o in rows:
+    what = o["opcode"] + (f"[{o['fuses']}]" if o["fuses"] else "")
+    lines.append(f"\n    {100 * o['share']:5.1f}%  {o['ms']:8.1f} ms  {o['op']}  {what[:70]}  "
+                 f"{o['shape'][:48]}")
+  return "".join(lines)
 
 
 # --- input pipeline ---------------------------------------------------------------------------
@@ -674,6 +758,10 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--out", default="", help="--suite: folder for its JSON and markdown")
   p.add_argument("--quick", action="store_true",
                  help="--suite: a reduced run (small sizes, a few steps) that any CPU finishes")
+  p.add_argument("--profile", default="", metavar="DIR",
+                 help="--model: trace one train step and forward pass into DIR and list the "
+                      "most expensive XLA ops of each")
+  p.add_argument("--top", type=int, default=10, help="--profile: ops listed per step")
   p.add_argument("--json", action="store_true", help="also print each result as a JSON line")
   return p
 
@@ -696,6 +784,7 @@ def _models(args) -> list[tuple[dict[str, Any], str]]:
                 steps=args.steps or 10, bands=args.bands, num_devices=args.devices,
                 peak_flops=args.peak_flops, method=args.method)
   if args.model != "all":
+    common.update(profile=args.profile, top=args.top)
     r = bench_model(args.model, model_kwargs=kwargs, **common)
     return [(r, _describe_model(r))]
   results = []

@@ -29,11 +29,12 @@ def _single_pair_reference(name: str, size: int) -> tuple[int, float]:
 
 
 @pytest.mark.slow
-def test_model_bench_json_line(capsys):
+def test_model_bench_json_line(capsys, tmp_path):
   # Two devices when the suite fakes several (batch 2 must divide the mesh), else one.
   devices = min(2, jax.device_count())
   results = bench.run(["--model", "fc_siam_diff", "--batch", "2", "--size", "32", "--steps", "2",
-                       "--devices", str(devices), "--peak_flops", "1e11", "--json"])
+                       "--devices", str(devices), "--peak_flops", "1e11", "--json",
+                       "--profile", str(tmp_path / "trace"), "--top", "5"])
   lines = capsys.readouterr().out.strip().splitlines()
   r = json.loads(lines[-1])  # the JSON is the last line, after the human-readable one
   assert r == json.loads(json.dumps(results[0]))
@@ -54,6 +55,14 @@ def test_model_bench_json_line(capsys):
   # MFU = achieved train FLOP/s over the peak of all devices of the mesh.
   achieved = r["train_flops_per_pair"] * r["train_pairs_per_s"]
   assert r["mfu"] == pytest.approx(achieved / (1e11 * devices))
+  assert 0 < r["train_compile_s"] <= r["compile_s"] and r["init_s"] > 0
+  # --profile: each step's five costliest XLA ops, named as in the compiled program.
+  for part in ("train", "fwd"):
+    rows = r["profile"][part]
+    assert len(rows) == 5 and all(o["ms"] > 0 and o["share"] > 0 for o in rows), rows
+    assert [o["ms"] for o in rows] == sorted((o["ms"] for o in rows), reverse=True)
+  assert any("convolution" in o["opcode"] + o["fuses"] for o in r["profile"]["fwd"])
+  assert list((tmp_path / "trace" / "train").rglob("*.trace.json.gz"))
 
 
 def test_peak_lookup_prefers_the_specific_device_name():

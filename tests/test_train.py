@@ -156,3 +156,22 @@ def test_bfloat16_compute_trains_with_float32_params(tmp_path):
   state, _ = checkpointing.load_numpy(workdir)
   dtypes = {x.dtype for x in jax.tree_util.tree_leaves(state["params"])}
   assert dtypes == {np.dtype("float32")}  # parameters (and optimizer state) stay float32
+
+
+_CACHE_PROBE = ("import jax, jax.numpy as jnp; from jaxcd import cli; print(cli.enable_compilation_cache()); "
+                "jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((64, 64))).block_until_ready()")
+
+
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_commands_cache_compiled_programs_in_jaxcd_cache(tmp_path, switch):
+  """The commands' persistent XLA cache goes to $JAXCD_CACHE/xla unless turned off."""
+  env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+  env.update(JAXCD_CACHE=str(tmp_path), JAXCD_COMPILATION_CACHE=switch, JAX_PLATFORMS="cpu",
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+  out = subprocess.run([sys.executable, "-c", _CACHE_PROBE], env=env, cwd=REPO,
+                       capture_output=True, text=True, check=True).stdout.split()[0]
+  entries = list((tmp_path / "xla").glob("*")) if (tmp_path / "xla").exists() else []
+  if switch == "1":
+    assert out == str(tmp_path / "xla") and entries
+  else:
+    assert out == "None" and not entries
