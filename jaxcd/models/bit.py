@@ -25,10 +25,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcd.models.registry import register
-from jaxcd.models.layers import batch_norm
-from jaxcd.models.resnet import ResNet
 from jaxcd.models.conv import Conv
+from jaxcd.models.layers import batch_norm
+from jaxcd.models.registry import register
+from jaxcd.models.resnet import ResNet
 
 Dtype = Any
 

@@ -24,10 +24,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxcd.errors import ConfigError
-from jaxcd.models.registry import register
 from jaxcd.models.attention import CBAM, Sobel
-from jaxcd.models.layers import ConvBNReLU, UpConv, batch_norm, max_pool2, pad_to
 from jaxcd.models.conv import Conv
+from jaxcd.models.layers import ConvBNReLU, UpConv, batch_norm, max_pool2, pad_to
+from jaxcd.models.registry import register
 
 Dtype = Any
 HEAD = "head"  # parameter collection key of the MLP head

@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxcd.models.conv import Conv, ConvTranspose
 from jaxcd.models.layers import batch_norm
 from jaxcd.models.rcr import resize_bilinear
 from jaxcd.models.registry import register
-from jaxcd.models.conv import Conv, ConvTranspose
 
 Dtype = Any
 

@@ -14,6 +14,7 @@ s4GAN and SemiCDNet(TGRS21)) so a torch state dict maps by name.
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from jaxcd.models.conv import Conv
 
 HEADS = ("map", "gap", "fc")

@@ -26,11 +26,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcd.errors import ConfigError
-from jaxcd.models.registry import register
+from jaxcd.models.conv import Conv
 from jaxcd.models.hopfield import HopfieldRetrieval
 from jaxcd.models.layers import ConvBNReLU
+from jaxcd.models.registry import register
 from jaxcd.models.vgg import VGG16Features
-from jaxcd.models.conv import Conv
 
 Dtype = Any
 

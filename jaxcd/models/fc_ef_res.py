@@ -21,9 +21,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcd.models.registry import register
-from jaxcd.models.layers import batch_norm, max_pool2, pad_to
 from jaxcd.models.conv import Conv, ConvTranspose
+from jaxcd.models.layers import batch_norm, max_pool2, pad_to
+from jaxcd.models.registry import register
 
 Dtype = Any
 

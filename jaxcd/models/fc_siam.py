@@ -14,9 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcd.models.registry import register
-from jaxcd.models.layers import ConvBNReLU, UpConv, max_pool2, pad_to
 from jaxcd.models.conv import Conv
+from jaxcd.models.layers import ConvBNReLU, UpConv, max_pool2, pad_to
+from jaxcd.models.registry import register
 
 _ENC = ((16, 2), (32, 2), (64, 3), (128, 3))  # (width, convs) per level
 

@@ -36,10 +36,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcd.errors import ConfigError
-from jaxcd.models.registry import register
-from jaxcd.models.layers import batch_norm
-from jaxcd.models.resnet import ResNet, output_stride
 from jaxcd.models.conv import Conv
+from jaxcd.models.layers import batch_norm
+from jaxcd.models.registry import register
+from jaxcd.models.resnet import ResNet, output_stride
 
 Dtype = Any
 

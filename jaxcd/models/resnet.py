@@ -22,8 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcd.models.layers import batch_norm
 from jaxcd.models.conv import Conv
+from jaxcd.models.layers import batch_norm
 
 Dtype = Any
 

@@ -18,9 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcd.models.conv import Conv, ConvTranspose
 from jaxcd.models.layers import batch_norm, max_pool2, pad_to
 from jaxcd.models.registry import register
-from jaxcd.models.conv import Conv, ConvTranspose
 
 # The official convs use kaiming_normal_(mode="fan_out", nonlinearity="relu").
 _KAIMING_OUT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")

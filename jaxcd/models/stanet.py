@@ -27,10 +27,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcd.models.conv import Conv
 from jaxcd.models.dsamnet import Backbone, Decoder, metric_outputs
 from jaxcd.models.layers import batch_norm
 from jaxcd.models.registry import register
-from jaxcd.models.conv import Conv
 
 _PAM_SCALES = (1, 2, 4, 8)
 _normal002 = nn.initializers.normal(0.02)  # the official CDSA `weights_init` for its convs

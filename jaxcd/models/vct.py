@@ -62,9 +62,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcd.models.bit import FeedForward, TransformerLayer, _ln, token_features
+from jaxcd.models.conv import Conv
 from jaxcd.models.layers import batch_norm
 from jaxcd.models.registry import register
-from jaxcd.models.conv import Conv
 
 Dtype = Any
 

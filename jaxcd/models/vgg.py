@@ -10,7 +10,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from jaxcd.models.conv import Conv
+from jaxcd.models.layers import max_pool2
 
 Dtype = Any
 
@@ -37,7 +39,7 @@ class VGG16Features(nn.Module):
     taps = []
     for stage, widths in enumerate(VGG16_WIDTHS, start=1):
       if stage > 1:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool2(x)
       for i, width in enumerate(widths, start=1):
         x = Conv(width, (3, 3), padding=((1, 1), (1, 1)), dtype=self.dtype,
                  kernel_init=vgg_kernel_init, bias_init=nn.initializers.zeros,

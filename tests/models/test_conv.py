@@ -86,3 +86,18 @@ def test_grouped_and_bf16_fall_back_or_match():
   ph = half.init(jax.random.key(0), x)
   g = jax.grad(lambda p: jnp.sum(half.apply(p, x).astype(jnp.float32)))(ph)
   assert g["params"]["kernel"].dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 10, 3), (1, 9, 7, 2)])
+def test_max_pool2_gradient_goes_to_the_first_maximum_as_lax(shape):
+  """Windows with tied maxima (small integers) and odd sizes: layers.max_pool2's elementwise
+  gradient equals lax's select-and-scatter one, value for value."""
+  from jaxcd.models.layers import max_pool2
+  x = jax.random.randint(jax.random.key(0), shape, 0, 3).astype(jnp.float32)
+  pooled = nn.max_pool(x, (2, 2), strides=(2, 2))
+  w = jnp.arange(1.0, 1.0 + pooled.size).reshape(pooled.shape)
+  ours = jax.grad(lambda x: jnp.sum(max_pool2(x) * w))(x)
+  theirs = jax.grad(lambda x: jnp.sum(nn.max_pool(x, (2, 2), strides=(2, 2)) * w))(x)
+  np.testing.assert_array_equal(max_pool2(x), pooled)
+  np.testing.assert_array_equal(ours, theirs)
+  assert int(jnp.sum(ours != 0)) == pooled.size  # one winner per window, ties included
