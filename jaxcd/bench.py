@@ -399,7 +399,61 @@ def _describe_kernel(r: dict[str, Any]) -> str:
           f"{r['device_kind']}: " + "; ".join(parts))
 
 
-KERNELS = {"hopfield": bench_hopfield}
+def bench_layer_grads(batch: int = 2, size: int = 256, channels: int = 64,
+                      dtype: str = "float32", steps: int = 3) -> dict[str, Any]:
+  """The gradients jaxcd writes itself for XLA:CPU, against lax's own, on one 3x3 convolution
+  (channels -> channels, SAME) and one 2x2 max pool over batch x size x size x channels maps:
+  ms of each part and the largest relative difference of ours from lax's."""
+  from flax import linen as nn
+  from jaxcd.models import conv, layers
+
+  dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+  kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (batch, size, size, channels), dt)
+  w = (jax.random.normal(kw, (3, 3, channels, channels), jnp.float32) / channels).astype(dt)
+  g = jax.random.normal(kg, x.shape, dt)
+  dn = ("NHWC", "HWIO", "NHWC")
+  lax_conv = lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn)
+  pool_g = g[:, ::2, ::2]
+  parts = {  # functions of (x, w, g, pool_g): arguments, so that XLA cannot fold them
+      "conv forward": lambda x, w, g, pg: lax_conv(x, w),
+      "conv input gradient (lax)": lambda x, w, g, pg: jax.vjp(lambda x_: lax_conv(x_, w), x)[1](g)[0],
+      "conv kernel gradient (lax)": lambda x, w, g, pg: jax.vjp(lambda w_: lax_conv(x, w_), w)[1](g)[0],
+      "conv kernel gradient (per-tap matmuls)": lambda x, w, g, pg: conv.kernel_grad_by_taps(
+          x, g, w.shape, (1, 1), ((1, 1), (1, 1)), (1, 1)).astype(dt),
+      "max-pool gradient (lax)": lambda x, w, g, pg: jax.vjp(
+          lambda x_: nn.max_pool(x_, (2, 2), strides=(2, 2)), x)[1](pg)[0],
+      "max-pool gradient (layers.max_pool2)": lambda x, w, g, pg: jax.vjp(
+          layers.max_pool2, x)[1](pg)[0],
+  }
+  out: dict[str, Any] = {"kind": "kernel", "kernel": "layer_grads", "batch": batch, "size": size,
+                         "channels": channels, "dtype": dtype, "parts": {}}
+  values = {}
+  args = (x, w, g, pool_g)
+  for name, fn in parts.items():
+    compiled = jax.jit(fn).lower(*args).compile()
+    call = lambda: compiled(*args)  # noqa: E731
+    values[name] = jax.block_until_ready(call())
+    out["parts"][name] = {"ms": _median_seconds(call, steps) * 1e3}
+  rel = lambda a, b: float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32)))
+                           / jnp.max(jnp.abs(b.astype(jnp.float32))))
+  out["kernel_grad_rel_diff"] = rel(values["conv kernel gradient (per-tap matmuls)"],
+                                    values["conv kernel gradient (lax)"])
+  out["max_pool_grad_rel_diff"] = rel(values["max-pool gradient (layers.max_pool2)"],
+                                      values["max-pool gradient (lax)"])
+  info = jax.devices()[0]
+  out.update(platform=info.platform, device_kind=info.device_kind, devices=1)
+  return out
+
+
+def _describe_layer_grads(r: dict[str, Any]) -> str:
+  parts = "; ".join(f"{k} {v['ms']:.1f} ms" for k, v in r["parts"].items())
+  return (f"layer_grads B={r['batch']} {r['size']}x{r['size']}x{r['channels']} {r['dtype']} on "
+          f"{r['device_kind']}: {parts}; kernel gradient rel. diff {r['kernel_grad_rel_diff']:.1e}, "
+          f"max-pool gradient rel. diff {r['max_pool_grad_rel_diff']:.1e}")
+
+
+KERNELS = {"hopfield": bench_hopfield, "layer_grads": bench_layer_grads}
 
 
 # --- CDCluster's pseudo-label pass ------------------------------------------------------------
@@ -736,7 +790,8 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--worker_count", type=int, default=0)
   p.add_argument("--num_threads", type=int, default=2)
   p.add_argument("--tokens", type=int, default=1024, help="kernel: tokens (queries = keys)")
-  p.add_argument("--dim", type=int, default=512, help="kernel: feature width")
+  p.add_argument("--dim", type=int, default=512,
+                 help="kernel: feature width (hopfield), channels (layer_grads)")
   p.add_argument("--impls", default="xla,reference",
                  help="hopfield: comma-separated implementations (xla, cudnn, reference)")
   p.add_argument("--images", type=int, default=64, help="clustering: pairs per pass")
@@ -855,6 +910,11 @@ def run(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     dtypes = [args.dtype] if args.dtype else ["float32", "bfloat16"]
     pairs = []
     for dt in dtypes:
+      if args.kernel == "layer_grads":
+        r = bench_layer_grads(batch=args.batch or 2, size=args.size or 256, channels=args.dim,
+                              dtype=dt, steps=args.steps or 3)
+        pairs.append((r, _describe_layer_grads(r)))
+        continue
       r = KERNELS[args.kernel](batch=args.batch or 8, tokens=args.tokens, dim=args.dim,
                                dtype=dt, impls=impls, steps=args.steps or 10)
       pairs.append((r, _describe_kernel(r)))

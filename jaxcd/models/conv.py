@@ -5,7 +5,8 @@ feature map, which Eigen runs at a few GFLOP/s: on 2 cores, a 3x3 convolution ov
 maps takes ~2-3 s for the kernel gradient against ~0.09 s for the forward pass or the input
 gradient, and those gradients dominate every train step at full resolution. Written as a sum of
 per-tap products, dK[i, j] = shift_ij(x)^T dy contracted over (batch, rows, columns), the same
-gradient runs as a few large matmuls (6-8x faster there). Only the CPU lowering changes
+gradient runs as a few large matmuls (6-8x faster there; used from 32 output channels on, see
+TAPS_MIN_OUT). Only the CPU lowering changes
 (`jax.lax.platform_dependent`): GPU and TPU compile XLA's own transpose, and the forward pass
 and the input gradient are XLA's everywhere. `Conv` is `flax.linen.Conv` with it: same
 parameters, same names.
@@ -17,6 +18,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+# Per-tap matmuls (cin x pixels) @ (pixels x cout) lose to lax's kernel gradient when cout is
+# small (2x256x256, 64 -> 16 or 64 -> 2: 0.25-0.5x) and win from 32 output channels on (1.2-8x);
+# transposed convolutions won in every shape the models use.
+TAPS_MIN_OUT = 32
 
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
                                  out_spec=(0, 3, 1, 2))
@@ -68,6 +74,9 @@ def _conv_bwd(strides, pads, dil, lhs_dil, precision, res, dy):
 
   def xla_dw(x, dy):
     return jax.vjp(lambda w_: conv(x, w_), w)[1](dy)[0]
+
+  if lhs_dil == (1, 1) and w.shape[3] < TAPS_MIN_OUT:
+    return dx, xla_dw(x, dy)
 
   def tap_dw(x, dy):
     if lhs_dil != (1, 1):

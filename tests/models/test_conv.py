@@ -8,13 +8,14 @@ import pytest
 
 from jaxcd.models import conv
 
-CONVS = [  # (size, in, out, kernel, stride, padding, dilation)
-    (16, 5, 7, 3, 1, "SAME", 1),
-    (17, 4, 6, 3, 2, ((1, 1), (1, 1)), 1),
-    (19, 3, 8, 7, 2, ((3, 3), (3, 3)), 1),
-    (12, 6, 4, 1, 1, "VALID", 1),
-    (14, 4, 4, 3, 1, ((2, 2), (2, 2)), 2),
-    (15, 3, 5, 4, 3, "VALID", 1),
+CONVS = [  # (size, in, out, kernel, stride, padding, dilation); out >= TAPS_MIN_OUT: per-tap path
+    (16, 5, 32, 3, 1, "SAME", 1),
+    (17, 4, 33, 3, 2, ((1, 1), (1, 1)), 1),
+    (19, 3, 32, 7, 2, ((3, 3), (3, 3)), 1),
+    (12, 6, 40, 1, 1, "VALID", 1),
+    (14, 4, 32, 3, 1, ((2, 2), (2, 2)), 2),
+    (15, 3, 32, 4, 3, "VALID", 1),
+    (12, 6, 4, 3, 1, "SAME", 1),  # few outputs: lax's own gradient
 ]
 TRANSPOSED = [  # (size, in, out, kernel, stride, padding): the models' own and lax's strings
     (8, 6, 5, 3, 2, ((1, 2), (1, 2))),
@@ -28,7 +29,8 @@ TRANSPOSED = [  # (size, in, out, kernel, stride, padding): the models' own and 
 
 
 def _grads(module, params, x):
-  loss = lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)) * jnp.arange(1.0, 1.0 + module.features))
+  scale = jnp.linspace(1.0, 2.0, module.features)
+  loss = lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)) * scale)
   return jax.jit(jax.grad(loss, (0, 1)))(params, x)
 
 
@@ -62,18 +64,19 @@ def _hlo_convolutions(fn, *args) -> int:
   return jax.jit(fn).lower(*args).compile().as_text().count(" convolution(")
 
 
-def test_cpu_kernel_gradient_has_no_convolution():
+@pytest.mark.parametrize("cout,ours_count", [(conv.TAPS_MIN_OUT, 2), (conv.TAPS_MIN_OUT - 1, 3)])
+def test_cpu_kernel_gradient_is_matmuls_from_taps_min_out(cout, ours_count):
   """lax's gradient costs three convolutions (forward, input and kernel gradient); ours two on
-  CPU, the kernel gradient being matmuls."""
+  CPU from TAPS_MIN_OUT output channels on, the kernel gradient being matmuls, else lax's three."""
   if jax.default_backend() != "cpu":
     pytest.skip("the per-tap kernel gradient is the CPU lowering only")
   x = jnp.ones((2, 16, 16, 4))
-  w = jnp.ones((3, 3, 4, 8))
+  w = jnp.ones((3, 3, 4, cout))
   dn = ("NHWC", "HWIO", "NHWC")
   ours = lambda x, w: jnp.sum(conv.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn) ** 2)
   lax_ = lambda x, w: jnp.sum(jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=dn) ** 2)
   assert _hlo_convolutions(jax.grad(lax_, (0, 1)), x, w) == 3
-  assert _hlo_convolutions(jax.grad(ours, (0, 1)), x, w) == 2
+  assert _hlo_convolutions(jax.grad(ours, (0, 1)), x, w) == ours_count
 
 
 def test_grouped_and_bf16_fall_back_or_match():
