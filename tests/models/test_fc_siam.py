@@ -166,3 +166,17 @@ def test_bfloat16_compute_float32_logits(initialized, name):
   # Its own init keeps float32 parameters.
   params16 = _abstract_params(model16)["params"]
   assert {x.dtype for x in jax.tree_util.tree_leaves(params16)} == {jnp.dtype(jnp.float32)}
+
+
+def test_torch_reference_has_the_same_parameter_count():
+  # The PyTorch FC-Siam-diff that jaxcd.experiments.vs_torch times against jaxcd's: the same
+  # network, so the same count (the paper-checked 1,350,146 of jaxcd.models.fc_siam).
+  pytest.importorskip("torch", reason="torch not installed (pip install 'jaxcd[torch]')")
+  try:
+    from tests.torch_reference import fc_siam_ref
+  except ImportError:
+    from torch_reference import fc_siam_ref
+  # model.init traced for shapes only: the same parameter tree, without compiling its RNG.
+  n_jax = count_params(_abstract_params(get_model("fc_siam_diff"))["params"])
+  n_torch = fc_siam_ref.count_params(fc_siam_ref.SiamUnetDiff(bands=3, num_classes=2))
+  assert n_torch == n_jax == 1_350_146
