@@ -10,6 +10,7 @@ from jaxcd.errors import ConfigError
 from jaxcd.experiments import vs_torch
 
 
+@pytest.mark.slow  # two rounds of two subprocesses that each compile or build a model
 def test_tiny_run_writes_rounds_and_medians(tmp_path):
   pytest.importorskip("torch", reason="torch not installed (pip install 'jaxcd[torch]'): no "
                       "torch side to compare with")
