@@ -100,17 +100,23 @@ def kernel_grad_by_taps(x, dy, kernel_shape: Sequence[int], strides, pads, dil,
   (sh, sw), (dh, dw_) = strides, dil
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
   dy2 = dy.reshape(n * ho * wo, cout)
-  taps = []
-  for i in range(kh):
-    for j in range(kw):
-      tap = lax.slice(xp, (0, i * dh, j * dw_, 0),
-                      (n, i * dh + sh * (ho - 1) + 1, j * dw_ + sw * (wo - 1) + 1, cin),
-                      (1, sh, sw, 1))
-      taps.append(lax.dot_general(tap.reshape(n * ho * wo, cin), dy2,
-                                  (((0,), (0,)), ((), ())), precision=precision,
-                                  preferred_element_type=jnp.float32))
-  return jnp.stack(taps).reshape(kh, kw, cin, cout)
 
+  def tap(i, j):
+    t = lax.slice(xp, (0, i * dh, j * dw_, 0),
+                  (n, i * dh + sh * (ho - 1) + 1, j * dw_ + sw * (wo - 1) + 1, cin), (1, sh, sw, 1))
+    return t.reshape(n * ho * wo, cin), dy2
+
+  return _sum_over_taps(kernel_shape, tap, precision)
+
+
+def _sum_over_taps(kernel_shape, tap, precision):
+  """dK[i, j] = a^T b for (a, b) = tap(i, j), both (pixels, channels): the matmuls contract the
+  leading axis (no transposes), accumulating in float32."""
+  kh, kw, cin, cout = kernel_shape
+  grads = [lax.dot_general(*tap(i, j), (((0,), (0,)), ((), ())), precision=precision,
+                           preferred_element_type=jnp.float32)
+           for i in range(kh) for j in range(kw)]
+  return jnp.stack(grads).reshape(kh, kw, cin, cout)
 
 
 def transposed_kernel_grad_by_taps(x, dy, kernel_shape: Sequence[int], pads, dil, lhs_dil,
@@ -127,15 +133,14 @@ def transposed_kernel_grad_by_taps(x, dy, kernel_shape: Sequence[int], pads, dil
   hi_h, hi_w = max(0, ph + sh * (h - 1) - (ho - 1)), max(0, pw + sw * (w - 1) - (wo - 1))
   dyp = jnp.pad(dy, ((0, 0), (lo_h, hi_h), (lo_w, hi_w), (0, 0)))
   x2 = x.reshape(n * h * w, cin)
-  taps = []
-  for i in range(kh):
-    for j in range(kw):
-      r0, c0 = ph - dh * i + lo_h, pw - dw_ * j + lo_w
-      tap = lax.slice(dyp, (0, r0, c0, 0), (n, r0 + sh * (h - 1) + 1, c0 + sw * (w - 1) + 1, cout),
-                      (1, sh, sw, 1))
-      taps.append(lax.dot_general(x2, tap.reshape(n * h * w, cout), (((0,), (0,)), ((), ())),
-                                  precision=precision, preferred_element_type=jnp.float32))
-  return jnp.stack(taps).reshape(kh, kw, cin, cout)
+
+  def tap(i, j):
+    r0, c0 = ph - dh * i + lo_h, pw - dw_ * j + lo_w
+    t = lax.slice(dyp, (0, r0, c0, 0), (n, r0 + sh * (h - 1) + 1, c0 + sw * (w - 1) + 1, cout),
+                  (1, sh, sw, 1))
+    return x2, t.reshape(n * h * w, cout)
+
+  return _sum_over_taps(kernel_shape, tap, precision)
 
 
 class ConvTranspose(nn.Module):
