@@ -2,7 +2,7 @@
 
   python -m jaxcd.experiments.vs_torch --out runs/vs_torch [--models dsfernet,rcr,fc_siam_diff] \
       [--batch 2] [--size 256] [--steps 3] [--rounds 3] [--dsfernet_official GITDIR] \
-      [--xla_flags "..."]
+      [--xla_flags "..."] [--settings "name=XLA_FLAGS;name=XLA_FLAGS"] [--baseline DIR]
 
 Every round runs each model twice in turn, jaxcd then torch, each in its own subprocess on the
 same threads, so a machine that slows down during the experiment slows both alike:
@@ -18,13 +18,18 @@ same threads, so a machine that slows down during the experiment slows both alik
     those two terms are on small maps and cost little, jaxcd's side has the cross-entropy only).
     With --dsfernet_official GITDIR, dsfernet's torch side is instead the official code itself,
     timed by --dsfernet_script (its own timing: one warm-up, then the mean of --steps).
+--settings times jaxcd's side once per named XLA_FLAGS setting in every round, all against that
+round's one torch measurement (an XLA option sweep; each round starts at the next setting);
+--baseline DIR adds the setting `baseline`: the jaxcd checkout in DIR (e.g. a git worktree of an
+older commit), for before/after tables.
 Ratios are jaxcd pairs/s / torch pairs/s (> 1: jaxcd is faster), per round and their median.
-Writes OUT/vs_torch.csv (a row per model and round, then a `median` row per model) and
-OUT/vs_torch.md, and prints the rows as a JSON last line.
+Writes OUT/vs_torch.csv (a row per model, setting and round, then a `median` row per model and
+setting) and OUT/vs_torch.md, and prints the rows as a JSON last line.
 """
 import importlib.util
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -39,8 +44,9 @@ REPO = Path(__file__).resolve().parents[2]
 TORCH_REFERENCE = REPO / "tests" / "torch_reference"
 MODELS = ("dsfernet", "rcr", "fc_siam_diff")  # the models with a torch re-statement
 SIZE_MULTIPLE = {"dsfernet": 16, "rcr": 8, "fc_siam_diff": 1}  # their downsampling
-COLUMNS = ("model", "round", "train_ratio", "fwd_ratio", "jaxcd_train_pairs_per_s",
-           "torch_train_pairs_per_s", "jaxcd_fwd_pairs_per_s", "torch_fwd_pairs_per_s",
+COLUMNS = ("model", "setting", "xla_flags", "round", "train_ratio", "fwd_ratio",
+           "jaxcd_train_pairs_per_s", "torch_train_pairs_per_s", "jaxcd_fwd_pairs_per_s",
+           "torch_fwd_pairs_per_s",
            "jaxcd_params", "torch_params", "jaxcd_compile_s", "torch_impl", "torch_threads",
            "torch", "batch", "size", "steps")
 RATES = ("jaxcd_train_pairs_per_s", "torch_train_pairs_per_s", "jaxcd_fwd_pairs_per_s",
@@ -53,6 +59,21 @@ def parse_models(text: str) -> list[str]:
   if bad or not out:
     raise ConfigError(f"--models: choose from {', '.join(MODELS)} (comma-separated), "
                       f"got {text!r}")
+  return out
+
+
+def parse_settings(text: str) -> list[tuple[str, str]]:
+  """'a=FLAGS;b=FLAGS' -> [(a, FLAGS), (b, FLAGS)]: ';' between settings (flags hold commas)."""
+  out = []
+  for item in (t.strip() for t in text.split(";")):
+    name, eq, flags = item.partition("=")
+    if not eq or not re.fullmatch(r"\w[\w.-]*", name.strip()):
+      raise ConfigError(f"--settings: each setting is NAME=XLA_FLAGS, ';' between them, "
+                        f"got {item!r}")
+    out.append((name.strip(), flags.strip()))
+  names = [n for n, _ in out]
+  if len(set(names)) != len(names) or "baseline" in names:
+    raise ConfigError(f"--settings: names must be distinct and not 'baseline', got {names}")
   return out
 
 
@@ -73,13 +94,18 @@ def check_args(models: Sequence[str], batch: int, size: int, steps: int, rounds:
     raise ConfigError("torch is not installed (pip install 'jaxcd[torch]'): the torch side needs it")
 
 
+def _check_baseline(baseline: str) -> None:
+  if baseline and not os.path.isfile(os.path.join(baseline, "jaxcd", "bench.py")):
+    raise ConfigError(f"--baseline: {baseline} holds no jaxcd checkout (no jaxcd/bench.py)")
+
+
 def _from_repo(path: str) -> str:
   return str(REPO / path) if not os.path.isabs(path) else path
 
 
-def _last_json(cmd: Sequence[str], env: dict[str, str]) -> dict[str, Any]:
+def _last_json(cmd: Sequence[str], env: dict[str, str], cwd: Path = REPO) -> dict[str, Any]:
   """Runs cmd from the repository root; its last stdout line that is a JSON object."""
-  p = subprocess.run(list(cmd), cwd=REPO, env=env, capture_output=True, text=True)
+  p = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True)
   if p.returncode:
     err = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
     if err:  # bad input reported by the child: the same one line here
@@ -91,18 +117,19 @@ def _last_json(cmd: Sequence[str], env: dict[str, str]) -> dict[str, Any]:
   return json.loads(lines[-1])
 
 
-def child_env(xla_flags: str = "") -> dict[str, str]:
-  """The inherited environment, importing this jaxcd (not another install) on the CPU."""
+def child_env(xla_flags: str = "", repo: Path = REPO) -> dict[str, str]:
+  """The inherited environment, importing the jaxcd in `repo` (not another install) on the CPU."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+  env["PYTHONPATH"] = os.pathsep.join(p for p in (str(repo), env.get("PYTHONPATH")) if p)
   if xla_flags:
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {xla_flags}".strip()
   return env
 
 
-def jaxcd_side(model: str, batch: int, size: int, steps: int, env: dict[str, str]) -> dict:
+def jaxcd_side(model: str, batch: int, size: int, steps: int, env: dict[str, str],
+               repo: Path = REPO) -> dict:
   return _last_json([sys.executable, "-m", "jaxcd.bench", "--model", model, "--batch",
-                     str(batch), "--size", str(size), "--steps", str(steps), "--json"], env)
+                     str(batch), "--size", str(size), "--steps", str(steps), "--json"], env, repo)
 
 
 def torch_side(model: str, batch: int, size: int, steps: int, env: dict[str, str],
@@ -116,8 +143,9 @@ def torch_side(model: str, batch: int, size: int, steps: int, env: dict[str, str
                     env)
 
 
-def compare(model: str, rnd: int, j: dict, t: dict, batch: int, size: int, steps: int) -> dict:
-  row = {"model": model, "round": rnd,
+def compare(model: str, rnd: int, j: dict, t: dict, batch: int, size: int, steps: int,
+            setting: str = "jaxcd", xla_flags: str = "") -> dict:
+  row = {"model": model, "setting": setting, "xla_flags": xla_flags, "round": rnd,
          "jaxcd_train_pairs_per_s": j["train_pairs_per_s"],
          "torch_train_pairs_per_s": t["train_pairs_per_s"],
          "jaxcd_fwd_pairs_per_s": j["fwd_pairs_per_s"], "torch_fwd_pairs_per_s": t["fwd_pairs_per_s"],
@@ -133,37 +161,54 @@ def compare(model: str, rnd: int, j: dict, t: dict, batch: int, size: int, steps
 def median_row(rows: list[dict]) -> dict:
   """Medians over the rounds of every rate and of the ratios (not a quotient of medians)."""
   med = lambda k: statistics.median(r[k] for r in rows)
-  keep = {k: rows[-1][k] for k in ("model", "jaxcd_params", "torch_params", "torch_impl",
-                                   "torch_threads", "torch", "batch", "size", "steps")}
+  keep = {k: rows[-1][k] for k in ("model", "setting", "xla_flags", "jaxcd_params",
+                                   "torch_params", "torch_impl", "torch_threads", "torch",
+                                   "batch", "size", "steps")}
   return {**keep, "round": "median", "train_ratio": med("train_ratio"),
           "fwd_ratio": med("fwd_ratio"), "jaxcd_compile_s": med("jaxcd_compile_s"),
           **{k: med(k) for k in RATES}}
 
 
+def _rotated(items: Sequence, k: int) -> list:
+  """Round r runs the settings from the (r-1)-th on: no setting always runs first."""
+  k %= max(len(items), 1)
+  return list(items[k:]) + list(items[:k])
+
+
 def run(out: str, models: Sequence[str], batch: int = 2, size: int = 256, steps: int = 3,
         rounds: int = 3, dsfernet_official: str = "",
         dsfernet_script: str = "../shared/bench/dsfernet_torch_step.py",
-        xla_flags: str = "") -> list[dict]:
-  """Runs every (round, model) pair of subprocesses, then writes the tables; returns the rows."""
+        xla_flags: str = "", settings: Sequence[tuple[str, str]] = (("jaxcd", ""),),
+        baseline: str = "") -> list[dict]:
+  """Runs every (round, model) group of subprocesses, then writes the tables; returns the rows."""
   from tqdm.auto import tqdm
   check_args(models, batch, size, steps, rounds, dsfernet_official, dsfernet_script)
-  env = child_env(xla_flags)
-  per_model = {m: [] for m in models}
-  bar = tqdm(total=rounds * len(models), desc="vs_torch", dynamic_ncols=True)
+  _check_baseline(baseline)
+  sides = [(name, f"{xla_flags} {flags}".strip(), REPO) for name, flags in settings]
+  if baseline:
+    sides.insert(0, ("baseline", xla_flags, Path(baseline).resolve()))
+  torch_env = child_env(xla_flags)
+  per = {(m, name): [] for m in models for name, _, _ in sides}
+  bar = tqdm(total=rounds * len(models) * (len(sides) + 1), desc="vs_torch", dynamic_ncols=True)
   for rnd in range(1, rounds + 1):
     for m in models:
-      bar.set_postfix_str(f"round {rnd} {m}")
-      j = jaxcd_side(m, batch, size, steps, env)
-      t = torch_side(m, batch, size, steps, env, dsfernet_official, dsfernet_script)
-      row = compare(m, rnd, j, t, batch, size, steps)
-      per_model[m].append(row)
-      bar.write(f"round {rnd} {m}: train {row['jaxcd_train_pairs_per_s']:.3g} vs "
-                f"{row['torch_train_pairs_per_s']:.3g} pairs/s (x{row['train_ratio']:.2f}), "
-                f"forward {row['jaxcd_fwd_pairs_per_s']:.3g} vs "
-                f"{row['torch_fwd_pairs_per_s']:.3g} (x{row['fwd_ratio']:.2f})")
+      js = {}
+      for name, flags, repo in _rotated(sides, rnd - 1):
+        bar.set_postfix_str(f"round {rnd} {m} {name}")
+        js[name] = jaxcd_side(m, batch, size, steps, child_env(flags, repo), repo)
+        bar.update()
+      bar.set_postfix_str(f"round {rnd} {m} torch")
+      t = torch_side(m, batch, size, steps, torch_env, dsfernet_official, dsfernet_script)
       bar.update()
+      for name, flags, _ in sides:
+        row = compare(m, rnd, js[name], t, batch, size, steps, name, flags)
+        per[m, name].append(row)
+        bar.write(f"round {rnd} {m} {name}: train {row['jaxcd_train_pairs_per_s']:.3g} vs "
+                  f"{row['torch_train_pairs_per_s']:.3g} pairs/s (x{row['train_ratio']:.2f}), "
+                  f"forward {row['jaxcd_fwd_pairs_per_s']:.3g} vs "
+                  f"{row['torch_fwd_pairs_per_s']:.3g} (x{row['fwd_ratio']:.2f})")
   bar.close()
-  rows = [r for m in models for r in per_model[m] + [median_row(per_model[m])]]
+  rows = [r for rs in per.values() for r in rs + [median_row(rs)]]
   write_tables(rows, out)
   return rows
 
@@ -173,12 +218,15 @@ def write_tables(rows: list[dict], out: str) -> tuple[str, str]:
   per = lambda rs, k: ", ".join(f"{r[k]:.2f}" for r in rs)
   lines = [f"jaxcd / torch pairs per second on this CPU: batch {r0['batch']}, size {r0['size']}, "
            f"median of {r0['steps']} steps; > 1: jaxcd faster.", "",
-           "| model | train ratio per round | median train ratio | forward ratio per round | "
-           "median forward ratio | jaxcd / torch pairs/s medians |", "|---|---|---|---|---|---|"]
+           "| model | setting | train ratio per round | median train ratio | forward ratio per "
+           "round | median forward ratio | jaxcd / torch pairs/s medians |",
+           "|---|---|---|---|---|---|---|"]
   for med in (r for r in rows if r["round"] == "median"):
-    rs = [r for r in rows if r["model"] == med["model"] and r["round"] != "median"]
+    rs = [r for r in rows if (r["model"], r["setting"]) == (med["model"], med["setting"])
+          and r["round"] != "median"]
     lines.append(
-        f"| {med['model']} | {per(rs, 'train_ratio')} | {med['train_ratio']:.2f} | "
+        f"| {med['model']} | {med['setting']} | {per(rs, 'train_ratio')} | "
+        f"{med['train_ratio']:.2f} | "
         f"{per(rs, 'fwd_ratio')} | {med['fwd_ratio']:.2f} | "
         f"train {med['jaxcd_train_pairs_per_s']:.3g} / {med['torch_train_pairs_per_s']:.3g}, "
         f"forward {med['jaxcd_fwd_pairs_per_s']:.3g} / {med['torch_fwd_pairs_per_s']:.3g} |")
@@ -279,7 +327,7 @@ def main(argv):
     return
   rows = cli.run_guarded(lambda: run(f.out, parse_models(f.models), f.batch, f.size, f.steps,
                                      f.rounds, f.dsfernet_official, f.dsfernet_script,
-                                     f.xla_flags))
+                                     f.xla_flags, parse_settings(f.settings), f.baseline))
   cli.print_json(rows)
 
 
@@ -298,5 +346,9 @@ if __name__ == "__main__":
   flags.DEFINE_string("dsfernet_script", "../shared/bench/dsfernet_torch_step.py",
                       "Timer of the official Dsfer-Net (relative to the repository root).")
   flags.DEFINE_string("xla_flags", "", "Appended to XLA_FLAGS of jaxcd's side.")
+  flags.DEFINE_string("settings", "jaxcd=", "NAME=XLA_FLAGS;...: jaxcd's side once per setting "
+                      "in every round (on top of --xla_flags), all against one torch side.")
+  flags.DEFINE_string("baseline", "", "Another jaxcd checkout (e.g. a worktree of an older "
+                      "commit), timed in the same rounds as setting `baseline`.")
   flags.DEFINE_string("torch_worker", "", "Internal: time this model's torch side, print JSON.")
   cli.run_app(main)
