@@ -193,11 +193,12 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
   _median_seconds(fwd_call, 1)
   fwd_s = _median_seconds(fwd_call, steps)
 
-  profiles = {}
+  profiles, kinds = {}, {}
   if profile:
     for part, call, compiled, seconds in (("train", train_call, train_c, train_s),
                                           ("fwd", fwd_call, fwd_c, fwd_s)):
-      profiles[part] = profile_ops(call, compiled, os.path.join(profile, part), seconds, top)
+      rows = profile_ops(call, compiled, os.path.join(profile, part), seconds, None)
+      profiles[part], kinds[part] = rows[:top], kind_shares(rows)
 
   info = _device_info(mesh)
   peak, peak_source = (peak_flops, "--peak_flops") if peak_flops else peak_flops_for(
@@ -223,7 +224,8 @@ def bench_model(model: str, batch: int = 8, size: int = 256, dtype: str = "float
       # One device's train step: arguments (state, batch) and XLA's temporaries.
       "train_argument_bytes": int(mem.argument_size_in_bytes) if mem else None,
       "train_temp_bytes": int(mem.temp_size_in_bytes) if mem else None,
-      **({"profile": profiles} if profile else {}),
+      # Top ops of each step, and every op's time summed by kind (bench.op_kind).
+      **({"profile": profiles, "profile_kinds": kinds} if profile else {}),
   }
 
 
@@ -254,11 +256,34 @@ def hlo_ops(hlo_text: str) -> dict[str, dict[str, str]]:
   return ops
 
 
+def op_kind(opcode: str, fuses: str) -> str:
+  """The coarse kind of a compiled op, for a profile's shares by kind: what a step is made of."""
+  parts = set(fuses.split(",")) | {opcode} if fuses else {opcode}
+  for kind, marks in (("convolution", {"convolution"}), ("dot", {"dot"}),
+                      ("scatter/gather", {"scatter", "gather"}),
+                      ("pooling", {"reduce-window", "select-and-scatter"}),
+                      ("sort", {"sort"}), ("reduce", {"reduce"})):
+    if parts & marks:
+      return kind
+  data_movement = {"copy", "transpose", "slice", "dynamic-slice", "dynamic-update-slice", "pad",
+                   "concatenate", "reverse", "broadcast", "reshape", "iota", "fusion"}
+  return "copy/slice/transpose" if parts <= data_movement else "elementwise"
+
+
+def kind_shares(rows: list[dict[str, Any]]) -> dict[str, float]:
+  """Share of the step per op kind (op_kind), largest first."""
+  import collections
+  shares = collections.Counter()
+  for o in rows:
+    shares[op_kind(o["opcode"], o["fuses"])] += o["share"]
+  return dict(shares.most_common())
+
+
 def profile_ops(call: Callable[[], Any], compiled, folder: str, step_s: float,
-                top: int = 10) -> list[dict[str, Any]]:
+                top: int | None = 10) -> list[dict[str, Any]]:
   """Runs `call` once under jax.profiler (a Perfetto trace in `folder`) and returns the `top`
-  XLA ops by total time: name, what it is, milliseconds, and share of the step's median time
-  (ops that run concurrently on the cores can sum to more than 100%)."""
+  XLA ops (all with None) by total time: name, what it is, milliseconds, and share of the
+  step's median time (ops that run concurrently on the cores can sum to more than 100%)."""
   import collections
   import glob
   import gzip
@@ -295,11 +320,13 @@ def _describe_model(r: dict[str, Any]) -> str:
           f"{r['flops_per_pair'] / 1e9:.2f} GFLOP/pair forward, "
           f"{r['train_flops_per_pair'] / 1e9:.2f} GFLOP/pair train, "
           f"{r['train_tflops_per_s'] * 1e3:.1f} GFLOP/s train{mfu}; compile {r['compile_s']:.1f} s"
-          + "".join(_describe_profile(part, rows) for part, rows in r.get("profile", {}).items()))
+          + "".join(_describe_profile(part, rows, r["profile_kinds"][part])
+                    for part, rows in r.get("profile", {}).items()))
 
 
-def _describe_profile(part: str, rows: list[dict[str, Any]]) -> str:
-  lines = [f"\n  {part}: top {len(rows)} ops (share of the step)"]
+def _describe_profile(part: str, rows: list[dict[str, Any]], kinds: dict[str, float]) -> str:
+  by_kind = ", ".join(f"{k} {100 * v:.1f}%" for k, v in kinds.items())
+  lines = [f"\n  {part}: by kind {by_kind}", f"\n  {part}: top {len(rows)} ops (share of the step)"]
   for o in rows:
     what = o["opcode"] + (f"[{o['fuses']}]" if o["fuses"] else "")
     lines.append(f"\n    {100 * o['share']:5.1f}%  {o['ms']:8.1f} ms  {o['op']}  {what[:70]}  "

@@ -62,7 +62,29 @@ def test_model_bench_json_line(capsys, tmp_path):
     assert len(rows) == 5 and all(o["ms"] > 0 and o["share"] > 0 for o in rows), rows
     assert [o["ms"] for o in rows] == sorted((o["ms"] for o in rows), reverse=True)
   assert any("convolution" in o["opcode"] + o["fuses"] for o in r["profile"]["fwd"])
+  # Every op's time by kind: each step's top ops are in it, and convolutions lead the forward.
+  for part in ("train", "fwd"):
+    kinds = r["profile_kinds"][part]
+    assert sum(kinds.values()) >= sum(o["share"] for o in r["profile"][part]) - 1e-9
+  assert next(iter(r["profile_kinds"]["fwd"])) == "convolution", r["profile_kinds"]
   assert list((tmp_path / "trace" / "train").rglob("*.trace.json.gz"))
+
+
+def test_op_kinds_of_compiled_ops():
+  from jaxcd.bench import kind_shares, op_kind
+  assert op_kind("fusion", "convolution") == op_kind("convolution", "") == "convolution"
+  assert op_kind("fusion", "add,broadcast,convolution,maximum,reduce-window") == "convolution"
+  assert op_kind("fusion", "add,maximum,reduce-window") == "pooling"
+  assert op_kind("fusion", "add,dot,exponential") == "dot"
+  assert op_kind("scatter", "") == "scatter/gather"
+  assert op_kind("fusion", "copy,reverse,transpose") == "copy/slice/transpose"
+  assert op_kind("fusion", "add,copy,transpose") == "elementwise"
+  rows = [{"opcode": "fusion", "fuses": "convolution", "share": 0.5},
+          {"opcode": "slice", "fuses": "", "share": 0.125},
+          {"opcode": "fusion", "fuses": "add,maximum", "share": 0.25},
+          {"opcode": "convolution", "fuses": "", "share": 0.0625}]
+  assert list(kind_shares(rows).items()) == [("convolution", 0.5625), ("elementwise", 0.25),
+                                             ("copy/slice/transpose", 0.125)]
 
 
 def test_peak_lookup_prefers_the_specific_device_name():
