@@ -480,7 +480,23 @@ def _describe_layer_grads(r: dict[str, Any]) -> str:
           f"max-pool gradient rel. diff {r['max_pool_grad_rel_diff']:.1e}")
 
 
-KERNELS = {"hopfield": bench_hopfield, "layer_grads": bench_layer_grads}
+def bench_matmul(dim: int = 4096, dtype: str = "float32", steps: int = 5) -> dict[str, Any]:
+  """One dim x dim x dim matmul: the rate the device's best-tuned kernel attains, the ceiling
+  that a model's GFLOP/s (train_tflops_per_s) is read against."""
+  dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+  ka, kb = jax.random.split(jax.random.key(0))
+  a, b = (jax.random.normal(k, (dim, dim), dt) for k in (ka, kb))
+  compiled = jax.jit(jnp.matmul).lower(a, b).compile()
+  call = lambda: compiled(a, b)  # noqa: E731
+  jax.block_until_ready(call())
+  seconds = _median_seconds(call, steps)
+  info = jax.devices()[0]
+  return {"kind": "kernel", "kernel": "matmul", "dim": dim, "dtype": dtype, "ms": seconds * 1e3,
+          "gflop_per_s": 2 * dim ** 3 / seconds / 1e9, "platform": info.platform,
+          "device_kind": info.device_kind, "devices": 1}
+
+
+KERNELS = {"hopfield": bench_hopfield, "layer_grads": bench_layer_grads, "matmul": bench_matmul}
 
 
 # --- CDCluster's pseudo-label pass ------------------------------------------------------------
@@ -941,6 +957,11 @@ def run(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         r = bench_layer_grads(batch=args.batch or 2, size=args.size or 256, channels=args.dim,
                               dtype=dt, steps=args.steps or 3)
         pairs.append((r, _describe_layer_grads(r)))
+        continue
+      if args.kernel == "matmul":
+        r = bench_matmul(dim=args.dim, dtype=dt, steps=args.steps or 5)
+        pairs.append((r, f"matmul {r['dim']}^3 {r['dtype']} on {r['device_kind']}: "
+                         f"{r['ms']:.1f} ms, {r['gflop_per_s']:.1f} GFLOP/s"))
         continue
       r = KERNELS[args.kernel](batch=args.batch or 8, tokens=args.tokens, dim=args.dim,
                                dtype=dt, impls=impls, steps=args.steps or 10)

@@ -126,6 +126,24 @@ def test_hopfield_kernel_bench_both_implementations():
     assert m["max_abs_diff_vs_f32_ref"] < 1e-5  # float32: the same maths as the reference
 
 
+def test_layer_grads_kernel_parts_and_agreement(capsys):
+  # 32 output channels: the per-tap kernel gradient is the one the models use on CPU.
+  r = bench.run(["--kernel", "layer_grads", "--batch", "1", "--size", "16", "--dim", "32",
+                 "--dtype", "float32", "--steps", "1", "--json"])[0]
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["kernel"] == "layer_grads"
+  assert (r["batch"], r["size"], r["channels"]) == (1, 16, 32)
+  assert len(r["parts"]) == 6 and all(p["ms"] > 0 for p in r["parts"].values())
+  assert r["kernel_grad_rel_diff"] < 1e-5  # the same gradient as lax's, summed in another order
+  assert r["max_pool_grad_rel_diff"] == 0  # value for value, ties included
+
+
+def test_matmul_ceiling_rate(capsys):
+  r = bench.run(["--kernel", "matmul", "--dim", "64", "--dtype", "float32", "--steps", "2",
+                 "--json"])[0]
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["gflop_per_s"] > 0
+  assert r["gflop_per_s"] == pytest.approx(2 * 64 ** 3 / (r["ms"] / 1e3) / 1e9)
+
+
 @pytest.mark.slow
 def test_clustering_bench_times_each_part(capsys):
   r = bench.run(["--clustering", "--images", "6", "--size", "32", "--batch", "4", "--k", "5",
