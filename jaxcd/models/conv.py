@@ -24,6 +24,13 @@ from jax import lax
 # transposed convolutions won in every shape the models use.
 TAPS_MIN_OUT = 32
 
+# Large kernels on small maps (ChangeFormer's 7x7 stride-2 patch embeddings of 64- to 320-channel
+# maps): XLA:CPU runs their forward pass and input gradient as a generic convolution at ~2
+# GFLOP/s (0.5 s of a 0.8 s ChangeFormer forward at 64x64). On CPU, kernels of LARGE_TAPS taps
+# or more over TAPS_MIN_IN or more input channels compute both as one matmul per tap too.
+LARGE_TAPS = 25
+TAPS_MIN_IN = 32
+
 _NHWC = lax.ConvDimensionNumbers(lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1),
                                  out_spec=(0, 3, 1, 2))
 
@@ -57,20 +64,42 @@ def _lax_conv(x, w, strides, pads, dil, lhs_dil, precision):
                                   dimension_numbers=_NHWC, precision=precision)
 
 
+def _large_kernel(w_shape, lhs_dil) -> bool:
+  kh, kw, cin, _ = w_shape
+  return lhs_dil == (1, 1) and kh * kw >= LARGE_TAPS and cin >= TAPS_MIN_IN
+
+
+def _forward(x, w, strides, pads, dil, lhs_dil, precision):
+  if not _large_kernel(w.shape, lhs_dil):
+    return _lax_conv(x, w, strides, pads, dil, lhs_dil, precision)
+  return lax.platform_dependent(
+      x, w, cpu=lambda x, w: conv_by_taps(x, w, strides, pads, dil, precision).astype(x.dtype),
+      default=lambda x, w: _lax_conv(x, w, strides, pads, dil, lhs_dil, precision))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5, 6))
 def _conv(x, w, strides, pads, dil, lhs_dil, precision):
-  return _lax_conv(x, w, strides, pads, dil, lhs_dil, precision)
+  return _forward(x, w, strides, pads, dil, lhs_dil, precision)
 
 
 def _conv_fwd(x, w, strides, pads, dil, lhs_dil, precision):
-  return _lax_conv(x, w, strides, pads, dil, lhs_dil, precision), (x, w)
+  return _forward(x, w, strides, pads, dil, lhs_dil, precision), (x, w)
 
 
 def _conv_bwd(strides, pads, dil, lhs_dil, precision, res, dy):
   x, w = res
   conv = lambda x_, w_: _lax_conv(x_, w_, strides, pads, dil, lhs_dil, precision)
-  _, vjp_x = jax.vjp(lambda x_: conv(x_, w), x)
-  (dx,) = vjp_x(dy)
+
+  def xla_dx(x, dy):
+    return jax.vjp(lambda x_: conv(x_, w), x)[1](dy)[0]
+
+  if _large_kernel(w.shape, lhs_dil):
+    dx = lax.platform_dependent(
+        x, dy, default=xla_dx,
+        cpu=lambda x, dy: input_grad_by_taps(dy, w, x.shape, strides, pads, dil,
+                                             precision).astype(x.dtype))
+  else:
+    dx = xla_dx(x, dy)
 
   def xla_dw(x, dy):
     return jax.vjp(lambda w_: conv(x, w_), w)[1](dy)[0]
@@ -97,16 +126,59 @@ def kernel_grad_by_taps(x, dy, kernel_shape: Sequence[int], strides, pads, dil,
   matmul per kernel tap, contracting the leading axes (no transposes)."""
   kh, kw, cin, cout = kernel_shape
   n, ho, wo, _ = dy.shape
-  (sh, sw), (dh, dw_) = strides, dil
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
   dy2 = dy.reshape(n * ho * wo, cout)
 
   def tap(i, j):
-    t = lax.slice(xp, (0, i * dh, j * dw_, 0),
-                  (n, i * dh + sh * (ho - 1) + 1, j * dw_ + sw * (wo - 1) + 1, cin), (1, sh, sw, 1))
+    (r0, c0), (r1, c1) = _tap_window(i, j, ho, wo, strides, dil)
+    t = lax.slice(xp, (0, r0, c0, 0), (n, r1, c1, cin), (1, *strides, 1))
     return t.reshape(n * ho * wo, cin), dy2
 
   return _sum_over_taps(kernel_shape, tap, precision)
+
+
+def _tap_window(i, j, ho, wo, strides, dil):
+  """Start and (exclusive) stop rows/columns of tap (i, j)'s strided window in the padded input."""
+  (sh, sw), (dh, dw_) = strides, dil
+  return (i * dh, j * dw_), (i * dh + sh * (ho - 1) + 1, j * dw_ + sw * (wo - 1) + 1)
+
+
+def conv_by_taps(x, w, strides, pads, dil, precision=None):
+  """The convolution as y = sum over taps (i, j) of x_pad[strided window (i, j)] @ w[i, j]:
+  one (pixels x cin) @ (cin x cout) matmul per tap, accumulated in float32."""
+  kh, kw, cin, cout = w.shape
+  n = x.shape[0]
+  xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+  ho = (xp.shape[1] - dil[0] * (kh - 1) - 1) // strides[0] + 1
+  wo = (xp.shape[2] - dil[1] * (kw - 1) - 1) // strides[1] + 1
+  y = jnp.zeros((n * ho * wo, cout), jnp.float32)
+  for i in range(kh):
+    for j in range(kw):
+      (r0, c0), (r1, c1) = _tap_window(i, j, ho, wo, strides, dil)
+      t = lax.slice(xp, (0, r0, c0, 0), (n, r1, c1, cin), (1, *strides, 1))
+      y = y + jnp.dot(t.reshape(n * ho * wo, cin), w[i, j], precision=precision,
+                      preferred_element_type=jnp.float32)
+  return y.reshape(n, ho, wo, cout)
+
+
+def input_grad_by_taps(dy, w, x_shape, strides, pads, dil, precision=None):
+  """dx of `conv_by_taps`: tap (i, j) sends dy @ w[i, j]^T back to its strided window of the
+  padded input (placed there by interior padding, no scatter); the pads are cut off at the end."""
+  kh, kw, cin, cout = w.shape
+  n, h, wd, _ = x_shape
+  _, ho, wo, _ = dy.shape
+  hp, wp = h + sum(pads[0]), wd + sum(pads[1])
+  dy2 = dy.reshape(n * ho * wo, cout)
+  dxp = jnp.zeros((n, hp, wp, cin), jnp.float32)
+  for i in range(kh):
+    for j in range(kw):
+      (r0, c0), (r1, c1) = _tap_window(i, j, ho, wo, strides, dil)
+      g = lax.dot_general(dy2, w[i, j], (((1,), (1,)), ((), ())), precision=precision,
+                          preferred_element_type=jnp.float32).reshape(n, ho, wo, cin)
+      dxp = dxp + lax.pad(g, jnp.zeros((), g.dtype),
+                          ((0, 0, 0), (r0, hp - r1, strides[0] - 1),
+                           (c0, wp - c1, strides[1] - 1), (0, 0, 0)))
+  return dxp[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + wd, :]
 
 
 def _sum_over_taps(kernel_shape, tap, precision):

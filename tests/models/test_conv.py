@@ -79,6 +79,34 @@ def test_cpu_kernel_gradient_is_matmuls_from_taps_min_out(cout, ours_count):
   assert _hlo_convolutions(jax.grad(ours, (0, 1)), x, w) == ours_count
 
 
+LARGE = [  # (size, in, out, kernel, stride, padding): >= LARGE_TAPS taps over >= TAPS_MIN_IN inputs
+    (4, 40, 48, 7, 2, ((3, 3), (3, 3))),  # ChangeFormer's later patch embeddings, small
+    (9, 32, 8, 5, 2, ((2, 2), (2, 2))),  # few outputs: lax's kernel gradient, per-tap dx
+    (8, 33, 32, 5, 1, "SAME"),
+    (11, 32, 16, 5, 3, ((1, 2), (2, 1))),  # uneven padding, a stride that skips pixels
+]
+
+
+@pytest.mark.parametrize("size,cin,cout,k,s,pad", LARGE)
+def test_large_kernels_match_lax_and_are_matmuls_on_cpu(size, cin, cout, k, s, pad):
+  """Large kernels over many channels: on CPU the forward pass and the input gradient are per-tap
+  matmuls as well (no convolution left in either program); values are lax's up to float32
+  summation order."""
+  assert k * k >= conv.LARGE_TAPS and cin >= conv.TAPS_MIN_IN
+  x = jax.random.normal(jax.random.key(1), (2, size, size + 1, cin))
+  kw = dict(strides=(s, s), padding=pad)
+  ours, theirs = conv.Conv(cout, (k, k), **kw), nn.Conv(cout, (k, k), **kw)
+  params = theirs.init(jax.random.key(0), x)
+  y = theirs.apply(params, x)
+  np.testing.assert_allclose(ours.apply(params, x), y, rtol=1e-5, atol=1e-5 * float(jnp.abs(y).max()))
+  for a, b in zip(jax.tree.leaves(_grads(ours, params, x)), jax.tree.leaves(_grads(theirs, params, x))):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.abs(b).max()))
+  if jax.default_backend() == "cpu":
+    dx = jax.grad(lambda x: jnp.sum(ours.apply(params, x) ** 2))
+    assert _hlo_convolutions(lambda x: ours.apply(params, x), x) == 0
+    assert _hlo_convolutions(dx, x) == 0
+
+
 def test_grouped_and_bf16_fall_back_or_match():
   """Grouped convolutions keep lax's path; bfloat16 gradients keep the kernel's dtype."""
   x = jax.random.normal(jax.random.key(2), (2, 8, 8, 4))
