@@ -53,6 +53,6 @@ def test_one_budget_for_every_model_and_a_finished_run_keeps_its_row(tmp_path):
 
 
 def test_bad_model_names_are_one_line():
-  with pytest.raises(ConfigError, match=r"^--models: choose 'all' or from .*got 'snunet,nope'$"):
+  with pytest.raises(ConfigError, match=r"^--models: choose 'all' or from .*\(comma-separated\), got 'snunet,nope'$"):
     same_steps.parse_models("snunet,nope")
   assert "vct" in same_steps.parse_models("all") and "bit" in same_steps.parse_models("all")

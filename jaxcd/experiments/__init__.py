@@ -3,6 +3,19 @@ import csv
 import os
 from typing import Sequence
 
+from jaxcd.errors import ConfigError
+
+
+def parse_choices(text: str, known: Sequence[str], flag: str, other: str = "") -> list[str]:
+  """A comma-separated subset of `known` (a flag's value), or one `--flag` error line that
+  names `other` accepted values first."""
+  out = [m.strip() for m in text.split(",") if m.strip()]
+  bad = [m for m in out if m not in known]
+  if bad or not out:
+    raise ConfigError(f"--{flag}: choose {other}from {', '.join(known)} (comma-separated), "
+                      f"got {text!r}")
+  return out
+
 
 def save_table(out: str, stem: str, columns: Sequence[str], rows: list[dict],
                markdown: list[str]) -> tuple[str, str]:

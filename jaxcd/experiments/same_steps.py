@@ -2,7 +2,7 @@
 batch and 64x64 tiles for all, each with its own config's loss and optimiser; test F1 / IoU.
 
   python -m jaxcd.experiments.same_steps --out runs/same_steps [--models all] \
-      [--steps 100] [--batch 8]
+      [--steps 200] [--batch 8]
 
 Model -> config: configs/<model>.py; `rcr` runs configs/rcl.py as its supervised baseline
 (rcl.mode=sup_only on every labeled pair), `cdcluster` its own method (warm-up for the first
@@ -19,7 +19,7 @@ import time
 from typing import Sequence
 
 from jaxcd.errors import ConfigError
-from jaxcd.experiments import save_table
+from jaxcd.experiments import parse_choices, save_table
 
 COLUMNS = ("model", "config", "f1", "iou", "precision", "recall", "steps", "batch", "seconds",
            "workdir")
@@ -33,11 +33,7 @@ def parse_models(text: str) -> list[str]:
   known = sorted(_REGISTRY)
   if text.strip() == "all":
     return known
-  out = [m.strip() for m in text.split(",") if m.strip()]
-  bad = [m for m in out if m not in known]
-  if bad or not out:
-    raise ConfigError(f"--models: choose 'all' or from {', '.join(known)}, got {text!r}")
-  return out
+  return parse_choices(text, known, "models", other="'all' or ")
 
 
 def config_for(model: str, configs_dir: str, steps: int, batch: int):
@@ -137,10 +133,10 @@ def main(argv):
 if __name__ == "__main__":
   from absl import flags
 
-  from jaxcd import cli
+  from jaxcd import cli, config_base
   flags.DEFINE_string("out", "runs/same_steps", "Output folder (one workdir per model + tables).")
   flags.DEFINE_string("models", "all", "'all' or comma-separated registered model names.")
-  flags.DEFINE_integer("steps", 100, "Training steps of every model.")
-  flags.DEFINE_integer("batch", 8, "Training batch of every model.")
+  flags.DEFINE_integer("steps", config_base.BUDGET_STEPS, "Training steps of every model.")
+  flags.DEFINE_integer("batch", config_base.BUDGET_BATCH, "Training batch of every model.")
   flags.DEFINE_string("configs_dir", "configs", "Folder of the embedded-data configs.")
   cli.run_app(main)

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from jaxcd.errors import ConfigError, one_line
-from jaxcd.experiments import save_table
+from jaxcd.experiments import parse_choices, save_table
 
 REPO = Path(__file__).resolve().parents[2]
 TORCH_REFERENCE = REPO / "tests" / "torch_reference"
@@ -54,12 +54,7 @@ RATES = ("jaxcd_train_pairs_per_s", "torch_train_pairs_per_s", "jaxcd_fwd_pairs_
 
 
 def parse_models(text: str) -> list[str]:
-  out = [m.strip() for m in text.split(",") if m.strip()]
-  bad = [m for m in out if m not in MODELS]
-  if bad or not out:
-    raise ConfigError(f"--models: choose from {', '.join(MODELS)} (comma-separated), "
-                      f"got {text!r}")
-  return out
+  return parse_choices(text, MODELS, "models")
 
 
 def parse_settings(text: str) -> list[tuple[str, str]]:
