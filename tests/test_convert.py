@@ -28,12 +28,18 @@ def _ref():
   return dsfernet_ref
 
 
-@pytest.fixture(scope="module")
-def torch_net():
+def reference():
+  """The torch Dsfer-Net with the official names for S x S inputs: seed 0, randomized weights,
+  norm affines and BatchNorm statistics."""
   ref = _ref()
   import torch
   torch.manual_seed(0)
   return ref.randomize_(ref.MyNet(input_size=S), seed=1)
+
+
+@pytest.fixture(scope="module")
+def torch_net():
+  return reference()
 
 
 @pytest.fixture(scope="module")
@@ -51,17 +57,36 @@ def _inputs(seed=2):
   return torch.randn(2, 3, S, S, generator=g), torch.randn(2, 3, S, S, generator=g)
 
 
-def test_converted_dsfernet_matches_torch_in_eval_mode(torch_net, state_dict):
+# Relative L2 error ||jaxcd - torch|| / ||torch||, per output (measured ~1e-6).
+PARITY_TOLERANCE = 1e-4
+
+
+def parity_run(net=None):
+  """`net` (`reference()` if None), set to eval mode, and jaxcd's Dsfer-Net with its converted
+  weights on the same random pair; S x S, the size its LayerNorms are built for."""
   import torch
+  try:
+    from tests.torch_reference import ParityRun
+  except ImportError:
+    from torch_reference import ParityRun
+  net = reference() if net is None else net
+  sd = {k: v.numpy().copy() for k, v in net.state_dict().items()}
   xa, xb = _inputs()
-  torch_net.eval()
+  net.eval()
   with torch.no_grad():
-    want = dict(zip(("logits", "aux4", "aux5"), torch_net(xa, xb)))
-  variables = weights.dsfernet_from_torch(state_dict)
-  got = jax.jit(lambda v, a, b: DsferNet(input_size=S).apply(v, a, b, train=False))(
-      variables, _nhwc(xa), _nhwc(xb))
-  for k in want:
-    assert _rel(got[k], _nhwc(want[k])) < 1e-4, k  # measured ~1e-6
+    want = dict(zip(("logits", "aux4", "aux5"), net(xa, xb)))
+  variables = weights.dsfernet_from_torch(sd)
+  apply = jax.jit(lambda v, a, b: DsferNet(input_size=S).apply(v, a, b, train=False))
+  got = apply(variables, _nhwc(xa), _nhwc(xb))
+  return ParityRun(net, {k: np.asarray(v) for k, v in got.items()},
+                   {k: _nhwc(v) for k, v in want.items()}, (xa.numpy(), xb.numpy()), sd,
+                   variables, apply)
+
+
+def test_converted_dsfernet_matches_torch_in_eval_mode(torch_net):
+  run = parity_run(torch_net)
+  for k in run.want:
+    assert _rel(run.got[k], run.want[k]) < PARITY_TOLERANCE, k
 
 
 def test_converted_dsfernet_matches_torch_in_train_mode(torch_net, state_dict):

@@ -202,14 +202,16 @@ def test_imagenet_encoder_matches_torch(deep, width):
   assert _rel(got, want) < 1e-4
 
 
-@pytest.fixture(scope="module")
-def official():
+def official_reference(width: int = 64):
+  """The torch CD_Model (deep stem; seed 0, randomized weights and BatchNorm statistics; `width`
+  64 is the official model), its state dict, jaxcd's model, its variables' shapes, two random
+  2 x 3 x 64 x 64 dates."""
   ref = _ref()
   import torch
   torch.manual_seed(0)
-  net = ref.randomize_(ref.CDModel(deep_stem=True, width=16), seed=3)
+  net = ref.randomize_(ref.CDModel(deep_stem=True, width=width), seed=3)
   sd = {k: v.numpy().copy() for k, v in net.state_dict().items()}
-  model = RCRNet(width=16)
+  model = RCRNet(width=width)
   x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
   expected = jax.eval_shape(lambda a: model.init(jax.random.key(0), a, a), x)
   g = torch.Generator().manual_seed(4)
@@ -217,23 +219,55 @@ def official():
   return net, sd, model, expected, xa, xb
 
 
+@pytest.fixture(scope="module")
+def official():
+  return official_reference(width=16)
+
+
+# Relative L2 error ||jaxcd - torch|| / ||torch|| of the eval-mode logits (measured ~1e-6).
+PARITY_TOLERANCE = 1e-4
+
+
+def parity_run(official=None, train: bool = False):
+  """`official` (`official_reference()`'s tuple; the official width if None) in eval mode and
+  jaxcd's model with its converted weights on its pair. `train`: also jaxcd's training-mode
+  outputs and batch statistics, in `extra["train"]`, compiled with the eval forward as one."""
+  import copy
+
+  import torch
+  try:
+    from tests.torch_reference import ParityRun
+  except ImportError:
+    from torch_reference import ParityRun
+  net, sd, model, expected, xa, xb = official_reference() if official is None else official
+  variables = weights.rcr_from_official(sd, expected)
+  if train:
+    @jax.jit  # one compilation for both modes
+    def apply(v, a, b):
+      return (model.apply(v, a, b, train=False),
+              model.apply(v, a, b, train=True, mutable=["batch_stats"]))
+    got_eval, extra = apply(variables, _nhwc(xa), _nhwc(xb))
+  else:
+    apply = jax.jit(lambda v, a, b: model.apply(v, a, b, train=False))
+    got_eval, extra = apply(variables, _nhwc(xa), _nhwc(xb)), None
+  ref = copy.deepcopy(net).eval()
+  with torch.no_grad():
+    want = _nhwc(ref(xa, xb))
+  return ParityRun(ref, {k: np.asarray(v) for k, v in got_eval.items()}, {"logits": want},
+                   (xa.numpy(), xb.numpy()), sd, variables, apply, {"train": extra})
+
+
 def test_official_model_matches_torch_in_eval_and_train_mode(official):
   import copy
 
   import torch
   net, sd, model, expected, xa, xb = official
-  variables = weights.rcr_from_official(sd, expected)
-  assert jax.tree_util.tree_structure(variables) == jax.tree_util.tree_structure(expected)
-
-  @jax.jit  # one compilation for both modes
-  def both(v, a, b):
-    return (model.apply(v, a, b, train=False),
-            model.apply(v, a, b, train=True, mutable=["batch_stats"]))
-  got_eval, (got, upd) = both(variables, _nhwc(xa), _nhwc(xb))
-  with torch.no_grad():
-    want = _nhwc(copy.deepcopy(net).eval()(xa, xb))
-  assert got_eval["logits"].shape == want.shape == (2, 64, 64, 2)
-  assert _rel(got_eval["logits"], want) < 1e-4
+  run = parity_run(official, train=True)
+  assert jax.tree_util.tree_structure(run.variables) == jax.tree_util.tree_structure(expected)
+  got, upd = run.extra["train"]
+  want = run.want["logits"]
+  assert run.got["logits"].shape == want.shape == (2, 64, 64, 2)
+  assert _rel(run.got["logits"], want) < PARITY_TOLERANCE
   # Training: each date's batch statistics; every backbone BatchNorm is updated twice per step.
   net_t = copy.deepcopy(net).train()
   with torch.no_grad():

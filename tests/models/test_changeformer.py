@@ -82,28 +82,46 @@ def _reference(torch, **kw):
   return ref.eval()
 
 
-def _check_parity(torch, model, ref, batch: int):
+# Max |jaxcd - torch| over the largest |torch|, per output: float32 rounding, relative to the
+# output's scale (the decoder's torch init keeps it small).
+PARITY_TOLERANCE = 2e-5
+
+
+def parity_run(batch: int = 2, hw: tuple[int, int] = (64, 64), **sizes):
+  """The torch reference (seed 0, randomized BatchNorm and LayerNorm affines, eval; the official
+  sizes unless `sizes` says otherwise) and jaxcd's model with its converted weights on the same
+  random pair: all five outputs."""
+  import torch
   from jaxcd.weights import changeformer_from_official
+  from tests.torch_reference import ParityRun, random_pair
+  ref = _reference(torch, **sizes)
+  model = get_model("changeformer", **sizes)
   sd = {k: v.numpy() for k, v in ref.state_dict().items()}
   variables = changeformer_from_official(sd, abstract_variables(model))
-  rng = np.random.default_rng(0)
-  a, b = (rng.standard_normal((batch, 3, 64, 64)).astype(np.float32) for _ in range(2))
+  a, b = random_pair(batch, hw)
   with torch.no_grad():
     outs = ref(torch.from_numpy(a), torch.from_numpy(b))
-  got = jax.jit(model.apply)(variables, a.transpose(0, 2, 3, 1), b.transpose(0, 2, 3, 1))
-  for name, want in zip(OUTPUTS, outs):
-    want = want.numpy().transpose(0, 2, 3, 1)
-    # float32 rounding, relative to the output's scale (the decoder's torch init keeps it small)
-    np.testing.assert_allclose(np.asarray(got[name]), want, rtol=0,
-                               atol=2e-5 * float(np.abs(want).max()), err_msg=name)
-  return sd
+  apply = jax.jit(model.apply)
+  got = apply(variables, a.transpose(0, 2, 3, 1), b.transpose(0, 2, 3, 1))
+  want = {name: t.numpy().transpose(0, 2, 3, 1) for name, t in zip(OUTPUTS, outs)}
+  return ParityRun(ref, {k: np.asarray(v) for k, v in got.items()}, want, (a, b), sd, variables,
+                   apply)
+
+
+def _check_parity(run):
+  for name in OUTPUTS:
+    want = run.want[name]
+    np.testing.assert_allclose(run.got[name], want, rtol=0,
+                               atol=PARITY_TOLERANCE * float(np.abs(want).max()), err_msg=name)
 
 
 def test_parity_of_a_small_variant_and_strict_conversion():
-  torch = pytest.importorskip("torch", reason=TORCH_REASON)
+  pytest.importorskip("torch", reason=TORCH_REASON)
   from jaxcd.weights import changeformer_from_official
   model = get_model("changeformer", **SMALL)
-  sd = _check_parity(torch, model, _reference(torch, **SMALL), batch=2)
+  run = parity_run(batch=2, **SMALL)
+  _check_parity(run)
+  sd = run.state_dict
   key = "Tenc_x2.block3.1.attn.sr.weight"
   with pytest.raises(DataError, match="missing key"):
     changeformer_from_official({k: v for k, v in sd.items() if k != key}, abstract_variables(model))
@@ -113,8 +131,8 @@ def test_parity_of_a_small_variant_and_strict_conversion():
 
 @pytest.mark.slow  # 11 s (35 s on a loaded CPU): the compile of the full 13-block encoder
 def test_parity_of_the_official_structure():
-  torch = pytest.importorskip("torch", reason=TORCH_REASON)
-  _check_parity(torch, get_model("changeformer"), _reference(torch), batch=1)
+  pytest.importorskip("torch", reason=TORCH_REASON)
+  _check_parity(parity_run(batch=1))
 
 
 def _module_variables(module, x):

@@ -77,24 +77,39 @@ def test_dsamnet_loss_matches_the_official_formulas():
                              losses.dsamnet_loss(moved, ignored)[0], rtol=1e-6)
 
 
-def test_parity_with_the_torch_reference():
-  torch = pytest.importorskip("torch", reason=TORCH_REASON)
+# Max |jaxcd - torch| over max(1, largest |torch|), per output: float32 rounding.
+PARITY_TOLERANCE = 1e-4
+
+
+def parity_run(batch: int = 2, hw: tuple[int, int] = (64, 64)):
+  """The official-size torch reference (seed 0, randomized BatchNorm, eval) and jaxcd's model
+  with its converted weights on the same random pair: the distance map and both deep-supervision
+  outputs."""
+  import torch
   from jaxcd.weights import dsamnet_from_official
+  from tests.torch_reference import ParityRun, random_pair, randomize_batch_norm
   from tests.torch_reference.dsamnet_ref import DSAMNet
-  from tests.torch_reference import randomize_batch_norm
   torch.manual_seed(0)
   ref = DSAMNet()
   randomize_batch_norm(ref)
   ref.eval()
   model = get_model("dsamnet")
-  variables = dsamnet_from_official({k: v.numpy() for k, v in ref.state_dict().items()},
-                                    abstract_variables(model))
-  rng = np.random.default_rng(0)
-  a, b = (rng.standard_normal((2, 3, 64, 64)).astype(np.float32) for _ in range(2))
+  sd = {k: v.numpy() for k, v in ref.state_dict().items()}
+  variables = dsamnet_from_official(sd, abstract_variables(model))
+  a, b = random_pair(batch, hw)
   with torch.no_grad():
     outs = ref(torch.from_numpy(a), torch.from_numpy(b))
   dist, ds2, ds3 = (t.numpy().transpose(0, 2, 3, 1) for t in outs)
   got = model.apply(variables, a.transpose(0, 2, 3, 1), b.transpose(0, 2, 3, 1))
-  for name, want in (("distance", dist[..., 0]), ("ds2", ds2), ("ds3", ds3)):
+  return ParityRun(ref, {k: np.asarray(v) for k, v in got.items()},
+                   {"distance": dist[..., 0], "ds2": ds2, "ds3": ds3}, (a, b), sd, variables,
+                   model.apply)
+
+
+def test_parity_with_the_torch_reference():
+  pytest.importorskip("torch", reason=TORCH_REASON)
+  run = parity_run()
+  for name, want in run.want.items():
     scale = max(float(np.abs(want).max()), 1.0)
-    np.testing.assert_allclose(np.asarray(got[name]), want, atol=1e-4 * scale, rtol=0, err_msg=name)
+    np.testing.assert_allclose(run.got[name], want, atol=PARITY_TOLERANCE * scale, rtol=0,
+                               err_msg=name)

@@ -80,12 +80,17 @@ def test_snunet_loss_is_ce_plus_dice():
                              rtol=1e-6)
 
 
-@pytest.mark.parametrize("width", [4, pytest.param(32, marks=pytest.mark.slow)])  # 32: 10 s
-def test_parity_with_the_torch_reference(width):
-  torch = pytest.importorskip("torch", reason=TORCH_REASON)
+# Max |jaxcd - torch| over max(1, largest |torch|): float32 rounding.
+PARITY_TOLERANCE = 1e-4
+
+
+def parity_run(width: int = 32, batch: int = 2, hw: tuple[int, int] = (64, 64)):
+  """The torch reference (seed 0, randomized BatchNorm, eval) and jaxcd's model with its
+  converted weights on the same random pair; `width` 32 is the official model."""
+  import torch
   from jaxcd.weights import snunet_from_official
+  from tests.torch_reference import ParityRun, random_pair, randomize_batch_norm
   from tests.torch_reference.snunet_ref import SNUNetECAM
-  from tests.torch_reference import randomize_batch_norm
   torch.manual_seed(0)
   ref = SNUNetECAM(width=width)
   randomize_batch_norm(ref)
@@ -93,10 +98,18 @@ def test_parity_with_the_torch_reference(width):
   sd = {k: v.numpy() for k, v in ref.state_dict().items()}
   model = get_model("snunet", width=width)
   variables = snunet_from_official(sd, abstract_variables(model))
-  rng = np.random.default_rng(0)
-  a, b = (rng.standard_normal((2, 3, 64, 64)).astype(np.float32) for _ in range(2))
+  a, b = random_pair(batch, hw)
   with torch.no_grad():
     want = ref(torch.from_numpy(a), torch.from_numpy(b)).numpy().transpose(0, 2, 3, 1)
-  got = model.apply(variables, a.transpose(0, 2, 3, 1), b.transpose(0, 2, 3, 1))["logits"]
+  got = model.apply(variables, a.transpose(0, 2, 3, 1), b.transpose(0, 2, 3, 1))
+  return ParityRun(ref, {k: np.asarray(v) for k, v in got.items()}, {"logits": want}, (a, b), sd,
+                   variables, model.apply)
+
+
+@pytest.mark.parametrize("width", [4, pytest.param(32, marks=pytest.mark.slow)])  # 32: 10 s
+def test_parity_with_the_torch_reference(width):
+  pytest.importorskip("torch", reason=TORCH_REASON)
+  run = parity_run(width)
+  want = run.want["logits"]
   scale = float(np.abs(want).max())
-  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4 * max(scale, 1.0), rtol=0)
+  np.testing.assert_allclose(run.got["logits"], want, atol=PARITY_TOLERANCE * max(scale, 1.0), rtol=0)

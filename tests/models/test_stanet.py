@@ -113,39 +113,50 @@ def test_attention_parity_with_odd_regions(pam_reference, pam_abstract):
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-5 * float(np.abs(want).max()), rtol=0)
 
 
-def _parity(ref, sd, model, hw: tuple[int, int], batch: int) -> float:
-  """Max |distance - torch| / max(|torch|, 1); asserts the logits' argmax against `dist > 1`."""
+def parity_run(reference=None, hw: tuple[int, int] = (64, 64), batch: int = 2):
+  """`reference` (`_reference(...)`'s triple; the official PAM if None) and jaxcd's model with
+  its converted weights on the same random pair: jaxcd's distance map and logits, the
+  reference's distance map (the official model's output)."""
   import torch
+  from tests.torch_reference import ParityRun, random_pair
+  ref, sd, model = reference if reference is not None else _reference("pam")
   variables = weights.stanet_from_official(sd, abstract_variables(model, hw))
-  rng = np.random.default_rng(0)
-  a, b = (rng.standard_normal((batch, 3, *hw)).astype(np.float32) for _ in range(2))
+  a, b = random_pair(batch, hw)
   with torch.no_grad():
     want = ref(torch.from_numpy(a), torch.from_numpy(b)).numpy()[:, 0]
-  got = jax.jit(model.apply)(variables, a.transpose(0, 2, 3, 1), b.transpose(0, 2, 3, 1))
-  dist = np.asarray(got["distance"])
+  apply = jax.jit(model.apply)
+  got = apply(variables, a.transpose(0, 2, 3, 1), b.transpose(0, 2, 3, 1))
+  return ParityRun(ref, {k: np.asarray(v) for k, v in got.items()}, {"distance": want}, (a, b), sd,
+                   variables, apply)
+
+
+def _parity(ref, sd, model, hw: tuple[int, int], batch: int) -> float:
+  """Max |distance - torch| / max(|torch|, 1); asserts the logits' argmax against `dist > 1`."""
+  run = parity_run((ref, sd, model), hw, batch)
+  want, dist = run.want["distance"], run.got["distance"]
   assert 0.05 < np.mean(want > 1) < 0.95  # the attention matters: some pixels change, some not
   clear = np.abs(want - 1.0) > 1e-4  # away from the threshold the decisions must agree
-  pred = np.argmax(np.asarray(got["logits"]), -1)
+  pred = np.argmax(run.got["logits"], -1)
   np.testing.assert_array_equal(pred[clear], (want > 1)[clear])
   return np.abs(dist - want).max() / max(float(np.abs(want).max()), 1.0)
 
 
 # float32 rounding: the torch reference itself is 1.75e-5 (of the largest distance) away from
 # its float64 run on the 64x64 PAM pair.
-TOLERANCE = 5e-5
+PARITY_TOLERANCE = 5e-5
 
 
 @pytest.mark.slow  # 10-20 s: a compile of the 17 M-parameter model; the PAM parity stays fast
 def test_parity_with_the_torch_reference(pam_reference):
   ref, sd, model = pam_reference
   err = _parity(ref, sd, model, (64, 64), batch=2)
-  assert err < TOLERANCE, err
+  assert err < PARITY_TOLERANCE, err
 
 
 @pytest.mark.slow  # a compile of the 17 M-parameter model
 def test_bam_parity_with_ds_pooling():
   err = _parity(*_reference("bam", ds=2), (64, 64), batch=2)
-  assert err < TOLERANCE, err
+  assert err < PARITY_TOLERANCE, err
 
 
 def test_converter_is_strict(pam_reference, pam_abstract):

@@ -36,17 +36,24 @@ def abstract():
   return abstract_variables(get_model("vct"))
 
 
-@pytest.fixture(scope="module")
-def ref():
-  """The torch reference (random weights and BatchNorm statistics, eval mode), built once."""
-  torch = pytest.importorskip("torch", reason=TORCH_REASON)
+def reference(k_nums: int = 100):
+  """The torch reference (seed 0, random weights and BatchNorm statistics, eval mode). The
+  default top_k is 100 of the 16x16 = 256 feature pixels of a 64x64 input (official: 1000 of the
+  64x64 of a 256x256 input); top_k changes no weight."""
+  import torch
   from tests.torch_reference import randomize_batch_norm
   from tests.torch_reference.vct_ref import Reliable_Transformer
   torch.manual_seed(0)
-  # top_k 100 of the 16x16 = 256 feature pixels of a 64x64 input (official: 1000 of 64x64).
-  net = Reliable_Transformer(k_nums=100)
+  net = Reliable_Transformer(k_nums=k_nums)
   randomize_batch_norm(net)
   return net.eval()
+
+
+@pytest.fixture(scope="module")
+def ref():
+  """`reference()`, built once."""
+  pytest.importorskip("torch", reason=TORCH_REASON)
+  return reference()
 
 
 def test_param_count_matches_the_official_code_and_paper(abstract):
@@ -131,28 +138,47 @@ def test_output_shapes(hw, dtype):
     jax.eval_shape(lambda a: model.init(jax.random.key(0), a, a), jax.ShapeDtypeStruct((1, 44, 64, 3), jnp.float32))
 
 
-def test_parity_with_the_torch_reference_and_its_cross_entropy(ref, abstract):
+# Max |jaxcd - torch| over the largest |torch|: float32 rounding.
+PARITY_TOLERANCE = 1e-4
+
+
+def parity_run(ref=None, abstract=None, batch: int = 2, hw: tuple[int, int] = (64, 64), rng=None):
+  """`ref` (`reference()` if None) and jaxcd's model with its converted weights on the same
+  random pair, drawn from `rng` (default_rng(0) if None)."""
   import torch
-  import torch.nn.functional as F
+  from tests.torch_reference import ParityRun, random_pair
+  ref = reference() if ref is None else ref
   model = get_model("vct", top_k=ref.k)
-  variables = weights.vct_from_official({k: v.numpy() for k, v in ref.state_dict().items()}, abstract)
-  rng = np.random.default_rng(0)
-  a, b = (rng.standard_normal((2, 3, 64, 64)).astype(np.float32) for _ in range(2))
+  abstract = abstract_variables(model, hw) if abstract is None else abstract
+  sd = {k: v.numpy() for k, v in ref.state_dict().items()}
+  variables = weights.vct_from_official(sd, abstract)
+  a, b = random_pair(batch, hw, rng)
   with torch.no_grad():
     want = ref(torch.from_numpy(a), torch.from_numpy(b))
   apply = jax.jit(model.apply)  # jittable end to end: no host callbacks in top-k or k-means
-  got = np.asarray(apply(variables, a.transpose(0, 2, 3, 1), b.transpose(0, 2, 3, 1))["logits"])
-  want_nhwc = want.numpy().transpose(0, 2, 3, 1)
-  np.testing.assert_allclose(got, want_nhwc, atol=1e-4 * np.abs(want_nhwc).max(), rtol=0)
+  got = apply(variables, a.transpose(0, 2, 3, 1), b.transpose(0, 2, 3, 1))
+  return ParityRun(ref, {k: np.asarray(v) for k, v in got.items()},
+                   {"logits": want.numpy().transpose(0, 2, 3, 1)}, (a, b), sd, variables, apply)
+
+
+def test_parity_with_the_torch_reference_and_its_cross_entropy(ref, abstract):
+  import torch
+  import torch.nn.functional as F
+  rng = np.random.default_rng(0)
+  run = parity_run(ref, abstract, rng=rng)
+  got, want_nhwc = run.got["logits"], run.want["logits"]
+  np.testing.assert_allclose(got, want_nhwc, atol=PARITY_TOLERANCE * np.abs(want_nhwc).max(), rtol=0)
   # The official trainer's loss: plain CE with ignore_index 255 (jaxcd's "ce").
   y = (rng.uniform(size=(2, 64, 64)) > 0.8).astype(np.int64)
   y[0, :4] = 255
   loss_fn = losses.from_config(ml_collections.ConfigDict({"name": "ce", "class_weights": (),
                                                            "ignore_label": 255}))
+  want = torch.from_numpy(np.ascontiguousarray(want_nhwc.transpose(0, 3, 1, 2)))  # the torch output
   ce = F.cross_entropy(want, torch.from_numpy(y), ignore_index=255).item()
   np.testing.assert_allclose(loss_fn({"logits": got}, y)[0], ce, rtol=1e-5)
   # Identical dates: no change anywhere, zero graph degrees; still finite (same compiled program).
-  same = np.asarray(apply(variables, a.transpose(0, 2, 3, 1), a.transpose(0, 2, 3, 1))["logits"])
+  a = run.inputs[0].transpose(0, 2, 3, 1)
+  same = np.asarray(run.apply(run.variables, a, a)["logits"])
   assert np.isfinite(same).all()
 
 
