@@ -22,6 +22,7 @@ def get_config():
   # data_dir: the LEVIR-CD root (train|val|test/{A,B,label}) or the LEVIR-CD256 layout.
   on_dataset(c, "levir_cd", "")
   c.data.tile_size = 256  # official img_size 256
+  c.model.embed_dim = 256  # official --embed_dim (configs/changeformer.py narrows it for CPU)
 
   c.input.batch_size = 16
   c.input.eval_batch_size = 16
