@@ -64,13 +64,14 @@ def _lax_conv(x, w, strides, pads, dil, lhs_dil, precision):
                                   dimension_numbers=_NHWC, precision=precision)
 
 
-def _large_kernel(w_shape, lhs_dil) -> bool:
+def _large_kernel(w_shape, pads, lhs_dil) -> bool:
   kh, kw, cin, _ = w_shape
-  return lhs_dil == (1, 1) and kh * kw >= LARGE_TAPS and cin >= TAPS_MIN_IN
+  return (lhs_dil == (1, 1) and kh * kw >= LARGE_TAPS and cin >= TAPS_MIN_IN
+          and min(min(p) for p in pads) >= 0)  # negative pads (crops) stay lax's
 
 
 def _forward(x, w, strides, pads, dil, lhs_dil, precision):
-  if not _large_kernel(w.shape, lhs_dil):
+  if not _large_kernel(w.shape, pads, lhs_dil):
     return _lax_conv(x, w, strides, pads, dil, lhs_dil, precision)
   return lax.platform_dependent(
       x, w, cpu=lambda x, w: conv_by_taps(x, w, strides, pads, dil, precision).astype(x.dtype),
@@ -93,7 +94,7 @@ def _conv_bwd(strides, pads, dil, lhs_dil, precision, res, dy):
   def xla_dx(x, dy):
     return jax.vjp(lambda x_: conv(x_, w), x)[1](dy)[0]
 
-  if _large_kernel(w.shape, lhs_dil):
+  if _large_kernel(w.shape, pads, lhs_dil):
     dx = lax.platform_dependent(
         x, dy, default=xla_dx,
         cpu=lambda x, dy: input_grad_by_taps(dy, w, x.shape, strides, pads, dil,

@@ -107,6 +107,14 @@ def test_large_kernels_match_lax_and_are_matmuls_on_cpu(size, cin, cout, k, s, p
     assert _hlo_convolutions(dx, x) == 0
 
 
+def test_large_kernel_with_a_negative_pad_stays_lax():
+  x = jax.random.normal(jax.random.key(1), (1, 9, 9, 32))
+  kw = dict(padding=((-1, 2), (2, 2)))
+  ours, theirs = conv.Conv(8, (5, 5), **kw), nn.Conv(8, (5, 5), **kw)
+  params = theirs.init(jax.random.key(0), x)
+  _assert_same(ours, theirs, x, params)
+
+
 def test_grouped_and_bf16_fall_back_or_match():
   """Grouped convolutions keep lax's path; bfloat16 gradients keep the kernel's dtype."""
   x = jax.random.normal(jax.random.key(2), (2, 8, 8, 4))
