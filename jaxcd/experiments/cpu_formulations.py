@@ -36,7 +36,6 @@ import os
 import platform
 from typing import Any, Callable, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,14 +45,15 @@ from jaxcd.bench import _median_seconds
 from jaxcd.errors import ConfigError
 from jaxcd.experiments import parse_choices, save_table
 from jaxcd.models import conv as jconv
-from jaxcd.models.dsfernet import _align_corners_taps, upsample2x
+from jaxcd.models.dsfernet import _align_corners_taps, layer_norm, upsample2x
+from jaxcd.models.hopfield import einsum_attention
 from jaxcd.models.vgg import VGG16_WIDTHS
 
 EXPERIMENTS = ("upsample", "layernorm", "hopfield", "conv")
 COLUMNS = ("experiment", "shape", "pass", "jaxcd_ms", "alternative_ms", "torch_ms",
            "alternative_speedup", "jaxcd_torch_ratio", "max_abs_diff", "torch_max_abs_diff",
            "jaxcd_impl", "alternative_impl", "torch_impl", "reps")
-LN_EPS = 1e-5  # Dsfer-Net's LayerNorm, as PyTorch's
+LN_EPS = layer_norm("chw").epsilon  # Dsfer-Net's, as PyTorch's
 
 
 # --- the shapes -----------------------------------------------------------------------------------
@@ -113,10 +113,8 @@ def upsample2x_matmul(x_BxHxWxC: jax.Array) -> jax.Array:
 
 def layernorm_model(x_BxHxWxC: jax.Array, scale_HxWxC: jax.Array,
                     bias_HxWxC: jax.Array) -> jax.Array:
-  """Dsfer-Net's LayerNorm ("chw"): the same flax module with the same arguments."""
-  ln = nn.LayerNorm(epsilon=LN_EPS, use_fast_variance=False, reduction_axes=(1, 2, 3),
-                    feature_axes=(1, 2, 3))
-  return ln.apply({"params": {"scale": scale_HxWxC, "bias": bias_HxWxC}}, x_BxHxWxC)
+  """Dsfer-Net's LayerNorm ("chw"): the model's own module."""
+  return layer_norm("chw").apply({"params": {"scale": scale_HxWxC, "bias": bias_HxWxC}}, x_BxHxWxC)
 
 
 @jax.custom_jvp
@@ -159,10 +157,7 @@ def attention_xla(q_BxNxHxE: jax.Array, k_BxMxHxE: jax.Array, v_BxMxHxE: jax.Arr
 def attention_einsum(q_BxNxHxE: jax.Array, k_BxMxHxE: jax.Array,
                      v_BxMxHxE: jax.Array) -> jax.Array:
   """`hopfield_reference`'s attention: two einsums, softmax in float32."""
-  s_BxHxNxM = jnp.einsum("bnhe,bmhe->bhnm", q_BxNxHxE, k_BxMxHxE,
-                         preferred_element_type=jnp.float32) * q_BxNxHxE.shape[-1] ** -0.5
-  p_BxHxNxM = jax.nn.softmax(s_BxHxNxM, axis=-1).astype(v_BxMxHxE.dtype)
-  return jnp.einsum("bhnm,bmhe->bnhe", p_BxHxNxM, v_BxMxHxE)
+  return einsum_attention(q_BxNxHxE, k_BxMxHxE, v_BxMxHxE, q_BxNxHxE.shape[-1] ** -0.5)
 
 
 _PAD1 = ((1, 1), (1, 1))  # VGG's explicit 3x3 padding (= SAME)
@@ -341,7 +336,9 @@ def time_case(case: Case, backward: bool, reps: int, torch=None) -> dict[str, An
     t_perms = case.torch_perms or (None,) * len(case.inputs)
     back = t_perms if backward else (case.torch_out_perm,)
     row["torch_max_abs_diff"] = max_abs_diff(ref, [_untx(a, p) for a, p in zip(t_vals, back)])
-    row["torch_ms"] = _median_seconds(lambda: [call()] and None, reps) * 1e3  # synchronous
+    def torch_call() -> None:  # torch CPU ops are synchronous: nothing to wait for
+      call()
+    row["torch_ms"] = _median_seconds(torch_call, reps) * 1e3
   row["alternative_speedup"] = row["jaxcd_ms"] / row["alternative_ms"]
   row["jaxcd_torch_ratio"] = row["torch_ms"] / row["jaxcd_ms"] if row["torch_ms"] else None
   return row

@@ -58,6 +58,14 @@ def resize_bilinear_align_corners(x_BxHxWxC: jax.Array, out_h: int, out_w: int) 
   return x[:, :, j0] * (1 - ww) + x[:, :, j1] * ww
 
 
+def layer_norm(layout: str, **kwargs) -> nn.LayerNorm:
+  """The DSFR blocks' LayerNorm: over the whole (C, H, W) map ("chw") or over C per pixel ("c").
+  eps as PyTorch; the two-pass variance keeps parity with torch on large relu5_3 activations."""
+  axes = (1, 2, 3) if layout == "chw" else -1
+  return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, reduction_axes=axes,
+                      feature_axes=axes, **kwargs)
+
+
 def upsample2x(x_BxHxWxC: jax.Array) -> jax.Array:
   """`nn.Upsample(scale_factor=2, mode='bilinear', align_corners=True)`."""
   return resize_bilinear_align_corners(x_BxHxWxC, 2 * x_BxHxWxC.shape[1], 2 * x_BxHxWxC.shape[2])
@@ -106,12 +114,7 @@ class DsferNet(nn.Module):
     n = a_BxHxWxC.shape[0]
     conv = lambda c, name: ConvBNReLU(c, dtype=dt, name=name)  # official SingleConv3
     head = lambda name: Conv(self.num_classes, (1, 1), dtype=dt, name=name)  # official OutConv
-    if self.layernorm == "chw":
-      ln_kw = dict(reduction_axes=(1, 2, 3), feature_axes=(1, 2, 3))
-    else:
-      ln_kw = dict(reduction_axes=-1, feature_axes=-1)
-    # eps as PyTorch; the two-pass variance keeps parity with torch on large relu5_3 activations.
-    ln = lambda name: nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=dt, name=name, **ln_kw)
+    ln = lambda name: layer_norm(self.layernorm, dtype=dt, name=name)
     hop = lambda name: HopfieldRetrieval(512, self.num_heads, scale=(self.beta // self.num_heads) ** -0.5,
                                          impl=self.attention_impl, dtype=dt, name=name)
     cat = lambda *xs: jnp.concatenate(xs, axis=-1)

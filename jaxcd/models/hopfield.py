@@ -27,6 +27,15 @@ def _split_heads(x_BxNxD: jax.Array, num_heads: int) -> jax.Array:
   return x_BxNxD.reshape(b, n, num_heads, d // num_heads)
 
 
+def einsum_attention(q_BxNxHxE: jax.Array, k_BxMxHxE: jax.Array, v_BxMxHxE: jax.Array,
+                     scale: float) -> jax.Array:
+  """softmax(scale q k^T) v as two einsums, the softmax in float32."""
+  s_BxHxNxM = jnp.einsum("bnhe,bmhe->bhnm", q_BxNxHxE, k_BxMxHxE,
+                         preferred_element_type=jnp.float32) * scale
+  p_BxHxNxM = jax.nn.softmax(s_BxHxNxM, axis=-1).astype(v_BxMxHxE.dtype)
+  return jnp.einsum("bhnm,bmhe->bnhe", p_BxHxNxM, v_BxMxHxE)
+
+
 def hopfield_reference(q_BxNxD: jax.Array, k_BxMxD: jax.Array, v_BxMxD: jax.Array,
                        wq_DxD: jax.Array, wk_DxD: jax.Array, wv_DxD: jax.Array, *,
                        num_heads: int = 1, scale: float | None = None) -> jax.Array:
@@ -36,10 +45,7 @@ def hopfield_reference(q_BxNxD: jax.Array, k_BxMxD: jax.Array, v_BxMxD: jax.Arra
   q_BxNxHxE = _split_heads(q_BxNxD @ wq_DxD, num_heads)
   k_BxMxHxE = _split_heads(k_BxMxD @ wk_DxD, num_heads)
   v_BxMxHxE = _split_heads(v_BxMxD @ wv_DxD, num_heads)
-  s_BxHxNxM = jnp.einsum("bnhe,bmhe->bhnm", q_BxNxHxE, k_BxMxHxE,
-                         preferred_element_type=jnp.float32) * scale
-  p_BxHxNxM = jax.nn.softmax(s_BxHxNxM, axis=-1).astype(v_BxMxHxE.dtype)
-  out_BxNxHxE = jnp.einsum("bhnm,bmhe->bnhe", p_BxHxNxM, v_BxMxHxE)
+  out_BxNxHxE = einsum_attention(q_BxNxHxE, k_BxMxHxE, v_BxMxHxE, scale)
   return out_BxNxHxE.reshape(out_BxNxHxE.shape[0], out_BxNxHxE.shape[1], d)
 
 
