@@ -125,15 +125,12 @@ def kernel_grad_by_taps(x, dy, kernel_shape: Sequence[int], strides, pads, dil,
                         precision=None):
   """dK[i, j] = sum over (n, h, w) of x_pad[n, s*h + d*i, s*w + d*j, :] (x) dy[n, h, w, :]: one
   matmul per kernel tap, contracting the leading axes (no transposes)."""
-  kh, kw, cin, cout = kernel_shape
-  n, ho, wo, _ = dy.shape
+  n, ho, wo, cout = dy.shape
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
   dy2 = dy.reshape(n * ho * wo, cout)
 
   def tap(i, j):
-    (r0, c0), (r1, c1) = _tap_window(i, j, ho, wo, strides, dil)
-    t = lax.slice(xp, (0, r0, c0, 0), (n, r1, c1, cin), (1, *strides, 1))
-    return t.reshape(n * ho * wo, cin), dy2
+    return _tap_pixels(xp, i, j, ho, wo, strides, dil), dy2
 
   return _sum_over_taps(kernel_shape, tap, precision)
 
@@ -144,10 +141,17 @@ def _tap_window(i, j, ho, wo, strides, dil):
   return (i * dh, j * dw_), (i * dh + sh * (ho - 1) + 1, j * dw_ + sw * (wo - 1) + 1)
 
 
+def _tap_pixels(xp, i, j, ho, wo, strides, dil):
+  """The padded input's pixels that tap (i, j) meets, as a (pixels, channels) matrix."""
+  n, _, _, c = xp.shape
+  (r0, c0), (r1, c1) = _tap_window(i, j, ho, wo, strides, dil)
+  return lax.slice(xp, (0, r0, c0, 0), (n, r1, c1, c), (1, *strides, 1)).reshape(n * ho * wo, c)
+
+
 def conv_by_taps(x, w, strides, pads, dil, precision=None):
   """The convolution as y = sum over taps (i, j) of x_pad[strided window (i, j)] @ w[i, j]:
   one (pixels x cin) @ (cin x cout) matmul per tap, accumulated in float32."""
-  kh, kw, cin, cout = w.shape
+  kh, kw, _, cout = w.shape
   n = x.shape[0]
   xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
   ho = (xp.shape[1] - dil[0] * (kh - 1) - 1) // strides[0] + 1
@@ -155,10 +159,8 @@ def conv_by_taps(x, w, strides, pads, dil, precision=None):
   y = jnp.zeros((n * ho * wo, cout), jnp.float32)
   for i in range(kh):
     for j in range(kw):
-      (r0, c0), (r1, c1) = _tap_window(i, j, ho, wo, strides, dil)
-      t = lax.slice(xp, (0, r0, c0, 0), (n, r1, c1, cin), (1, *strides, 1))
-      y = y + jnp.dot(t.reshape(n * ho * wo, cin), w[i, j], precision=precision,
-                      preferred_element_type=jnp.float32)
+      y = y + jnp.dot(_tap_pixels(xp, i, j, ho, wo, strides, dil), w[i, j],
+                      precision=precision, preferred_element_type=jnp.float32)
   return y.reshape(n, ho, wo, cout)
 
 
