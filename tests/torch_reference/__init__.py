@@ -21,11 +21,6 @@ def randomize_batch_norm(model) -> None:
         m.bias.uniform_(-0.2, 0.2)
 
 
-def numpy_state_dict(module) -> dict[str, np.ndarray]:
-  """A torch module's state dict as numpy arrays (copies: the converters never alias torch memory)."""
-  return {k: v.numpy().copy() for k, v in module.state_dict().items()}
-
-
 def random_pair(batch: int, hw: tuple[int, int], rng: np.random.Generator | None = None,
                 bands: int = 3) -> tuple[np.ndarray, np.ndarray]:
   """Two N(0, 1) dates, NCHW float32, drawn from `rng` (default_rng(0) if None)."""
