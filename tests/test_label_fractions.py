@@ -98,3 +98,69 @@ def test_command_line_with_overrides(tmp_path):
                    "--out", str(out), check=False)
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines()[-1].startswith("error: --fractions")
+
+
+def seeded_train(calls, iou):
+  """Writes a final test row per run with IoU `iou[(mode or method, fraction, seed)]`."""
+  def train(config, workdir):
+    name = config.rcl.mode if config.method == "rcl" else config.method
+    calls.append((name, config.seed, config.input.batch_size,
+                  config.rcr.unlabeled_batch_size if config.method == "rcr" else None,
+                  Path(workdir).name))
+    w = writers.MetricWriter(workdir, tensorboard=False)
+    f = config.gan.label_fraction if name in lf.GAN_METHODS else config.rcl.label_fraction
+    stages = [1] if name != "rcl" else [1, 2]
+    for s in stages:
+      w.write({"step": 10, "split": "test", "checkpoint": "best", "stage": s,
+               "iou": iou[(name, round(100 * f), config.seed)] + (s - 1) / 100,
+               "f1": 0.5, "oa": 0.9, "kappa": 0.4})
+    w.close()
+  return train
+
+
+def test_seeds_give_mean_spread_and_which_methods_beat_sup_only(tmp_path):
+  config = sibling(str(REPO / "configs" / "x.py"), "rivals_sztaki_cpu")
+  iou = {("sup_only", 10, 0): 0.30, ("sup_only", 10, 1): 0.20,   # 20..30
+         ("rcl", 10, 0): 0.35, ("rcl", 10, 1): 0.31,             # above: 31 > 30
+         ("rcr", 10, 0): 0.40, ("rcr", 10, 1): 0.25,             # overlaps
+         ("advnet", 10, 0): 0.10, ("advnet", 10, 1): 0.19,       # below: 19 < 20
+         ("sup_only", 20, 0): 0.5, ("sup_only", 20, 1): 0.5,
+         ("rcl", 20, 0): 0.4, ("rcl", 20, 1): 0.6,
+         ("rcr", 20, 0): 0.6, ("rcr", 20, 1): 0.7,
+         ("advnet", 20, 0): 0.5, ("advnet", 20, 1): 0.5}
+  calls = []
+  rows = lf.run(config, str(tmp_path), [10.0, 20.0], ["sup_only", "rcl", "rcr", "advnet"],
+                train_fn=seeded_train(calls, iou), seeds=[0, 1])
+  assert len(calls) == 16 and len({c[-1] for c in calls}) == 16  # a workdir per run
+  assert calls[0][-1] == "sup_only_10pct_seed0" and calls[4][-1] == "sup_only_10pct_seed1"
+  n_l = config.gan.n_labeled
+  by = {(c[0], c[1]): c[2:4] for c in calls}
+  # Sup. only, RCL and RCR take the adversarial rows' labeled (and unlabeled) pairs per step.
+  assert by[("sup_only", 0)] == by[("rcl", 1)] == (n_l, None)
+  assert by[("rcr", 1)] == (n_l, config.input.batch_size - n_l)
+  mean = {(r["method"], r["fraction"]): r for r in rows if r["seed"] == "mean"}
+  assert mean[("Sup. only", 10.0)]["iou"] == 25.0
+  assert (mean[("Sup. only", 10.0)]["iou_min"], mean[("Sup. only", 10.0)]["iou_max"]) == (20, 30)
+  assert mean[("RCL", 10.0)]["iou"] == 34.0  # stage 2: 0.35 + 0.01, 0.31 + 0.01
+  assert len([r for r in rows if r["method"] == "RCR" and r["fraction"] == 10.0]) == 3
+  spread = lf.beyond_spread(rows, [10.0, 20.0])
+  assert spread[10.0] == {"above": ["RCL pre", "RCL"], "below": ["AdvNet"]}
+  assert spread[20.0] == {"above": ["RCR"], "below": []}
+  md = (tmp_path / "label_fractions.md").read_text()
+  assert "| Sup. only | 25.00 ± 5.00 (9.85) | 50.00 ± 0.00 (28.11) |" in md
+  assert "- 10%: above: RCL pre, RCL; below: AdvNet" in md
+  assert "- 20%: above: RCR; below: none" in md
+  with open(tmp_path / "label_fractions.csv") as f:
+    table = list(csv.DictReader(f))
+  assert {r["seed"] for r in table} == {"0", "1", "mean"}
+  # The plot shows the means.
+  assert lf.series(rows)["RCR"]["ours"] == [(10.0, 32.5), (20.0, 65.0)]
+
+
+def test_parse_seeds():
+  assert lf.parse_seeds("") is None
+  assert lf.parse_seeds("0, 1") == [0, 1]
+  with pytest.raises(ConfigError, match="--seeds"):
+    lf.parse_seeds("0,0")
+  with pytest.raises(ConfigError, match="--seeds"):
+    lf.parse_seeds("a")

@@ -5,6 +5,9 @@ RCL trained on the same labeled fractions, test IoU beside the paper's.
       --fractions 10,20,40,100 --out runs/rcl_table2 [--methods sup_only,rcl] [--config.F=V ...]
   python -m jaxcd.experiments.label_fractions --config configs/rcr.py --fractions 10 \
       --methods sup_only,rcr --out runs/rcr_fractions          # RCR beside Sup. only
+  python -m jaxcd.experiments.label_fractions --config configs/rivals_sztaki_cpu.py \
+      --fractions 10,20,40 --methods sup_only,rcl,rcr,advnet,s4gan,semicdnet --seeds 0,1 \
+      --out runs/rivals_sztaki                                  # all six rows, two seeds
 
 Fractions are percentages of the training split. Each (method, fraction) is one full run
 (`jaxcd.trainer.train_and_evaluate`: `rcl.mode` = sup_only | rcl, or `method` = rcr, which
@@ -21,7 +24,10 @@ unlabeled pairs come from another dataset), "RCR" (`jaxcd.methods.rcr`, from con
 config built on it) and the adversarial rivals "AdvNet", "s4GAN", "SemiCDNet"
 (`--methods advnet,s4gan,semicdnet`, from configs/advnet.py or a config built on it; Sup. only
 then trains `gan.n_labeled` labeled pairs per step for `num_steps`, as they do).
-The paper's numbers come from `config.rcl.paper_table`.
+The paper's numbers come from `config.rcl.paper_table`. With `--seeds 0,1` every run is repeated
+per seed (OUT/<method>_<f>pct_seed<s>/) and each cell is the mean over the seeds with half their
+range; below the table, at each fraction, the methods whose every seed beats (or loses to) every
+seed of Sup. only.
 """
 import copy
 import os
@@ -37,8 +43,8 @@ DEFAULT_METHODS = ("sup_only", "rcl")
 GAN_METHODS = ("advnet", "s4gan", "semicdnet")
 ROWS = (("sup_only", 1, "Sup. only"), ("rcl", 1, "RCL pre"), ("rcl", 2, "RCL"), ("rcr", 1, "RCR"),
         ("advnet", 1, "AdvNet"), ("s4gan", 1, "s4GAN"), ("semicdnet", 1, "SemiCDNet"))
-COLUMNS = ("method", "fraction", "iou", "f1", "oa", "kappa", "paper_iou", "paper_oa", "stage",
-           "step", "workdir")
+COLUMNS = ("method", "fraction", "seed", "seeds", "iou", "iou_min", "iou_max", "f1", "oa", "kappa",
+           "paper_iou", "paper_oa", "stage", "step", "workdir")
 
 # Test IoU (and OA where given) of the change class in %, per labeled percentage.
 PAPER = {
@@ -100,8 +106,22 @@ def parse_methods(text: str) -> list[str]:
   return out
 
 
-def workdir_for(out: str, method: str, percent: float) -> str:
-  return os.path.join(out, f"{method}_{percent:g}pct")
+def parse_seeds(text: str) -> list[int] | None:
+  """'' -> None (one run per cell with config.seed); '0,1' -> [0, 1]."""
+  if not text.strip():
+    return None
+  try:
+    out = [int(s) for s in text.split(",") if s.strip()]
+  except ValueError:
+    raise ConfigError(f"--seeds: expected comma-separated integers, got {text!r}") from None
+  if not out or len(set(out)) != len(out):
+    raise ConfigError(f"--seeds: expected distinct integers, got {text!r}")
+  return out
+
+
+def workdir_for(out: str, method: str, percent: float, seed: int | None = None) -> str:
+  suffix = "" if seed is None else f"_seed{seed}"
+  return os.path.join(out, f"{method}_{percent:g}pct{suffix}")
 
 
 def final_test_rows(workdir: str) -> dict[int, dict]:
@@ -112,8 +132,9 @@ def final_test_rows(workdir: str) -> dict[int, dict]:
 
 
 def run(config, out: str, fractions: Sequence[float], methods: Sequence[str] = DEFAULT_METHODS,
-        train_fn=None) -> list[dict]:
-  """Trains every (method, fraction) not yet finished, then writes the tables; returns rows."""
+        train_fn=None, seeds: Sequence[int] | None = None) -> list[dict]:
+  """Trains every (method, fraction[, seed]) not yet finished, then writes the tables; returns
+  the rows (with `seeds`: one per seed, then the mean and spread rows)."""
   if train_fn is None:
     from jaxcd import trainer
     train_fn = trainer.train_and_evaluate
@@ -128,75 +149,140 @@ def run(config, out: str, fractions: Sequence[float], methods: Sequence[str] = D
   if not gan and set(methods) & set(GAN_METHODS):
     raise ConfigError("--methods: the adversarial methods need their config blocks: use "
                       "configs/advnet.py (or a config built on it)")
-  for f in fractions:
-    for method in methods:
-      c = copy.deepcopy(config)
-      if method in GAN_METHODS:
-        if f >= 100:
-          continue  # nothing unlabeled
-        c.method = method
-        c.gan.label_fraction = f / 100
-      elif method == "rcr":
-        c.method = "rcr"
-        c.rcr.label_fraction = f / 100
-        c.rcl.label_fraction = f / 100  # the split of every method (seeded by fraction and seed)
-      else:
-        c.method = "rcl"
-        c.rcl.mode = method
-        c.rcl.label_fraction = f / 100
-        if gan and method == "sup_only":
-          # Beside the adversarial rows: the same labeled pairs per step and the same steps.
-          c.input.batch_size = c.gan.n_labeled
-          if c.num_steps > 0:
-            c.rcl.stage1_steps = c.num_steps
-      train_fn(c, workdir_for(out, method, f))
-  rows = collect(out, fractions, methods, config.rcl.get("paper_table", ""))
+  for f, seed, method in ((f, s, m) for f in fractions for s in (seeds or [None])
+                          for m in methods):
+    c = copy.deepcopy(config)
+    if seed is not None:
+      c.seed = seed  # draws the labeled pairs, the initialisation and the batches
+    if method in GAN_METHODS:
+      if f >= 100:
+        continue  # nothing unlabeled
+      c.method = method
+      c.gan.label_fraction = f / 100
+    elif method == "rcr":
+      c.method = "rcr"
+      c.rcr.label_fraction = f / 100
+      c.rcl.label_fraction = f / 100  # the split of every method (seeded by fraction and seed)
+      if gan:
+        # Beside the adversarial rows: their labeled and unlabeled pairs per step.
+        c.rcr.unlabeled_batch_size = c.input.batch_size - c.gan.n_labeled
+        c.input.batch_size = c.gan.n_labeled
+    else:
+      c.method = "rcl"
+      c.rcl.mode = method
+      c.rcl.label_fraction = f / 100
+      if gan:
+        # Beside the adversarial rows: their labeled pairs per step (RCL's stage 2 splits them,
+        # rcl.n_labeled labeled + the rest unlabeled); Sup. only for their steps.
+        c.input.batch_size = c.gan.n_labeled
+        if method == "sup_only" and c.num_steps > 0:
+          c.rcl.stage1_steps = c.num_steps
+    train_fn(c, workdir_for(out, method, f, seed))
+  rows = collect(out, fractions, methods, config.rcl.get("paper_table", ""), seeds)
   write_tables(rows, out, fractions)
   plot(rows, out)
   return rows
 
 
 def collect(out: str, fractions: Sequence[float], methods: Sequence[str],
-            paper_table: str = "") -> list[dict]:
+            paper_table: str = "", seeds: Sequence[int] | None = None) -> list[dict]:
+  """A row per (method, fraction[, seed]) run; with `seeds`, a "mean" row per (method,
+  fraction) after its seeds' rows, with the seeds' lowest and highest IoU as the spread."""
   paper = PAPER.get(paper_table, {})
   rows = []
   for method, stage, name in ROWS:
     if method not in methods:
       continue
     for f in fractions:
-      wd = workdir_for(out, method, f)
-      r = final_test_rows(wd).get(stage)
       ref = paper.get(name, {})
       key = int(f) if float(f).is_integer() else f
-      if r is None and ref.get("iou", {}).get(key) is None:
+      cell = []
+      for seed in seeds or [None]:
+        wd = workdir_for(out, method, f, seed)
+        r = final_test_rows(wd).get(stage)
+        if r is None:
+          continue
+        cell.append({
+            "method": name, "fraction": f, "seed": seed,
+            "iou": round(100 * r["iou"], 2), "f1": round(100 * r["f1"], 2),
+            "oa": round(100 * r["oa"], 2), "kappa": round(r["kappa"], 4),
+            "paper_iou": ref.get("iou", {}).get(key), "paper_oa": ref.get("oa", {}).get(key),
+            "stage": stage, "step": r["step"], "workdir": wd})
+      if not cell and ref.get("iou", {}).get(key) is None:
         continue  # e.g. RCL stage 2 at 100%: neither we nor the paper have it
+      if seeds is None:
+        rows += cell or [{"method": name, "fraction": f, "seed": None, "iou": None, "f1": None,
+                          "oa": None, "kappa": None, "paper_iou": ref.get("iou", {}).get(key),
+                          "paper_oa": ref.get("oa", {}).get(key), "stage": stage, "step": None,
+                          "workdir": workdir_for(out, method, f)}]
+        continue
+      rows += cell
+      mean = lambda k: None if not cell else round(sum(r[k] for r in cell) / len(cell), 2)  # noqa: E731
       rows.append({
-          "method": name, "fraction": f,
-          "iou": None if r is None else round(100 * r["iou"], 2),
-          "f1": None if r is None else round(100 * r["f1"], 2),
-          "oa": None if r is None else round(100 * r["oa"], 2),
-          "kappa": None if r is None else round(r["kappa"], 4),
+          "method": name, "fraction": f, "seed": "mean", "seeds": len(cell),
+          "iou": mean("iou"), "f1": mean("f1"), "oa": mean("oa"), "kappa": mean("kappa"),
+          "iou_min": min((r["iou"] for r in cell), default=None),
+          "iou_max": max((r["iou"] for r in cell), default=None),
           "paper_iou": ref.get("iou", {}).get(key), "paper_oa": ref.get("oa", {}).get(key),
-          "stage": stage, "step": None if r is None else r["step"], "workdir": wd})
+          "stage": stage, "step": None, "workdir": out})
   return rows
 
 
+def summary_rows(rows: list[dict]) -> list[dict]:
+  """The rows a table cell shows: the mean rows where there are seeds, else every row."""
+  means = [r for r in rows if r.get("seed") == "mean"]
+  return means or rows
+
+
+def beyond_spread(rows: list[dict], fractions: Sequence[float],
+                  baseline: str = "Sup. only") -> dict[float, dict[str, list[str]]]:
+  """Per fraction, the methods whose every seed beats (or loses to) every seed of `baseline`:
+  their ranges of test IoU over the seeds do not overlap."""
+  means = [r for r in rows if r.get("seed") == "mean" and r["iou"] is not None]
+  out = {}
+  for f in fractions:
+    base = next((r for r in means if r["method"] == baseline and r["fraction"] == f), None)
+    out[f] = {"above": [], "below": []}
+    for r in means:
+      if base is None or r["fraction"] != f or r["method"] == baseline or r["seeds"] < 2:
+        continue
+      if r["iou_min"] > base["iou_max"]:
+        out[f]["above"].append(r["method"])
+      elif r["iou_max"] < base["iou_min"]:
+        out[f]["below"].append(r["method"])
+  return out
+
+
 def write_tables(rows: list[dict], out: str, fractions: Sequence[float]) -> tuple[str, str]:
-  fmt = lambda v: "-" if v is None else f"{v:.2f}"
-  lines = ["Test IoU of the change class (%), ours (paper)", "",
+  fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+  cells_of = summary_rows(rows)
+  seeded = cells_of is not rows
+  lines = ["Test IoU of the change class (%), ours (paper)" + (
+      "; ours = mean over the seeds ± half their range" if seeded else ""), "",
            "| Method | " + " | ".join(f"{f:g}%" for f in fractions) + " |",
            "|---|" + "---|" * len(fractions)]
-  for name in dict.fromkeys(r["method"] for r in rows):
+  for name in dict.fromkeys(r["method"] for r in cells_of):
     cells = []
     for f in fractions:
-      r = next((r for r in rows if r["method"] == name and r["fraction"] == f), None)
-      cells.append("-" if r is None else f"{fmt(r['iou'])} ({fmt(r['paper_iou'])})")
+      r = next((r for r in cells_of if r["method"] == name and r["fraction"] == f), None)
+      if r is None:
+        cells.append("-")
+        continue
+      spread = (f" ± {(r['iou_max'] - r['iou_min']) / 2:.2f}"
+                if seeded and r["iou"] is not None else "")
+      cells.append(f"{fmt(r['iou'])}{spread} ({fmt(r['paper_iou'])})")
     lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  if seeded:
+    lines += ["", "Beyond the spread (every seed above / below every seed of Sup. only):"]
+    for f, d in beyond_spread(rows, fractions).items():
+      lines.append(f"- {f:g}%: above: {', '.join(d['above']) or 'none'}; "
+                   f"below: {', '.join(d['below']) or 'none'}")
   return save_table(out, "label_fractions", COLUMNS, rows, lines)
 
 
 def series(rows: list[dict]) -> dict[str, dict[str, list]]:
   """Per method: the labeled percentages with our IoU and with the paper's (None-free lists)."""
+  rows = summary_rows(rows)
   out = {}
   for name in dict.fromkeys(r["method"] for r in rows):
     own = [(r["fraction"], r["iou"]) for r in rows if r["method"] == name and r["iou"] is not None]
@@ -241,7 +327,7 @@ def main(argv):
   from jaxcd import cli
   f = flags.FLAGS
   rows = cli.run_guarded(lambda: run(f.config, f.out, parse_fractions(f.fractions),
-                                     parse_methods(f.methods)))
+                                     parse_methods(f.methods), seeds=parse_seeds(f.seeds)))
   cli.print_json(rows)
 
 
@@ -255,4 +341,6 @@ if __name__ == "__main__":
   flags.DEFINE_string("fractions", "10,20,40,100", "Labeled percentages of the training split.")
   flags.DEFINE_string("methods", ",".join(DEFAULT_METHODS),
                       "Methods to run: sup_only, rcl, rcr, advnet, s4gan, semicdnet.")
+  flags.DEFINE_string("seeds", "", "Seeds, e.g. 0,1: a run per seed (config.seed), the tables "
+                      "give the mean and spread; empty: one run with config.seed.")
   cli.run_app(main)
