@@ -164,3 +164,18 @@ def test_parse_seeds():
     lf.parse_seeds("0,0")
   with pytest.raises(ConfigError, match="--seeds"):
     lf.parse_seeds("a")
+
+
+def test_every_row_gets_the_pairs_per_step_of_the_configs_own_method(tmp_path):
+  config = sibling(str(REPO / "configs" / "x.py"), "rcr")  # 8 labeled + 8 unlabeled pairs
+  config.rcr.unlabeled_batch_size = 6
+  seen = {}
+
+  def train(c, workdir):
+    seen[Path(workdir).name] = (c.method, c.input.batch_size, c.gan.n_labeled,
+                                c.rcr.unlabeled_batch_size)
+    writers.MetricWriter(workdir, tensorboard=False).close()
+
+  lf.run(config, str(tmp_path), [10.0], ["sup_only", "rcr", "advnet"], train_fn=train)
+  assert seen == {"sup_only_10pct": ("rcl", 8, 8, 6), "rcr_10pct": ("rcr", 8, 8, 6),
+                  "advnet_10pct": ("advnet", 14, 8, 6)}

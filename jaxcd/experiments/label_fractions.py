@@ -149,6 +149,12 @@ def run(config, out: str, fractions: Sequence[float], methods: Sequence[str] = D
   if not gan and set(methods) & set(GAN_METHODS):
     raise ConfigError("--methods: the adversarial methods need their config blocks: use "
                       "configs/advnet.py (or a config built on it)")
+  if gan:
+    # The rivals' labeled and unlabeled pairs per step, as the config's own method reads them.
+    if config.method == "rcr":
+      n_l, n_u = config.input.batch_size, config.rcr.unlabeled_batch_size
+    else:
+      n_l, n_u = config.gan.n_labeled, config.input.batch_size - config.gan.n_labeled
   for f, seed, method in ((f, s, m) for f in fractions for s in (seeds or [None])
                           for m in methods):
     c = copy.deepcopy(config)
@@ -159,22 +165,21 @@ def run(config, out: str, fractions: Sequence[float], methods: Sequence[str] = D
         continue  # nothing unlabeled
       c.method = method
       c.gan.label_fraction = f / 100
+      c.gan.n_labeled, c.input.batch_size = n_l, n_l + n_u
     elif method == "rcr":
       c.method = "rcr"
       c.rcr.label_fraction = f / 100
       c.rcl.label_fraction = f / 100  # the split of every method (seeded by fraction and seed)
       if gan:
-        # Beside the adversarial rows: their labeled and unlabeled pairs per step.
-        c.rcr.unlabeled_batch_size = c.input.batch_size - c.gan.n_labeled
-        c.input.batch_size = c.gan.n_labeled
+        c.input.batch_size, c.rcr.unlabeled_batch_size = n_l, n_u
     else:
       c.method = "rcl"
       c.rcl.mode = method
       c.rcl.label_fraction = f / 100
       if gan:
-        # Beside the adversarial rows: their labeled pairs per step (RCL's stage 2 splits them,
+        # Beside the rivals: their labeled pairs per step (RCL's stage 2 splits them,
         # rcl.n_labeled labeled + the rest unlabeled); Sup. only for their steps.
-        c.input.batch_size = c.gan.n_labeled
+        c.input.batch_size = n_l
         if method == "sup_only" and c.num_steps > 0:
           c.rcl.stage1_steps = c.num_steps
     train_fn(c, workdir_for(out, method, f, seed))

@@ -215,8 +215,9 @@ def test_label_fractions_runs_rcr_on_the_same_split(tmp_path):
   calls = []
 
   def train(config, workdir):
-    calls.append((config.method, config.rcl.mode, config.rcl.label_fraction,
-                  config.rcr.label_fraction, Path(workdir).name))
+    mode = config.rcl.mode if config.method == "rcl" else None
+    calls.append((config.method, mode, config.rcl.label_fraction, config.rcr.label_fraction,
+                  Path(workdir).name))
     w = writers.MetricWriter(workdir, tensorboard=False)
     w.write({"step": 5, "split": "test", "checkpoint": "best", "stage": 1, "iou": 0.5, "f1": 0.6,
              "oa": 0.9, "kappa": 0.4})
@@ -226,7 +227,7 @@ def test_label_fractions_runs_rcr_on_the_same_split(tmp_path):
   c.rcl.paper_table = "IV"
   rows = lf.run(c, str(tmp_path), [5.0], ["sup_only", "rcr"], train_fn=train)
   assert calls == [("rcl", "sup_only", 0.05, 0.1, "sup_only_5pct"),
-                   ("rcr", "rcl", 0.05, 0.05, "rcr_5pct")]
+                   ("rcr", None, 0.05, 0.05, "rcr_5pct")]
   assert [(r["method"], r["iou"], r["paper_iou"]) for r in rows] == [
       ("Sup. only", 50.0, 61.0), ("RCR", 50.0, 72.5)]
   with pytest.raises(ConfigError, match="needs a config with an rcr block"):
