@@ -78,7 +78,8 @@ def test_aot_compiles_the_trainers_step_for_4_chips(capsys, monkeypatch):
   if r["est_step_s"] is not None:
     assert r["est_pairs_per_s"] == pytest.approx(r["global_batch"] / r["est_step_s"])
     assert r["est_mfu"] == pytest.approx(r["flops_per_chip"] / r["est_step_s"] / 197e12)
-  assert "cost model" in r["estimates"] and r["compile_s"] > 0
+  assert "cost model" in r["estimates"] and r["compile_s"] > 0 and r["compile_cpu_s"] > 0
+  assert sum(r["fusions"].values()) >= 1  # the program size that the compile time follows
   # Data parallelism: the gradients (and BatchNorm's batch statistics) are all-reduced.
   c = r["collectives"]
   assert c["all-reduce"]["count"] >= 1 and c["all-reduce"]["bytes"] >= 258 * 4 // 2
@@ -97,6 +98,16 @@ def test_collectives_are_read_from_hlo_text():
   assert c["all-gather"] == {"count": 1, "bytes": 4 * 16 * 2}
   assert c["all-to-all"] == {"count": 1, "bytes": 2 * 4 + 3 * 4}
   assert c["reduce-scatter"] == {"count": 0, "bytes": 0}
+
+
+def test_fusions_are_counted_by_kind_from_hlo_text():
+  hlo = """
+  %fusion.1 = f32[8]{0} fusion(f32[8]{0} %p), kind=kLoop, calls=%fused_computation.1
+  ROOT %conv.2 = bf16[8,64,64,16]{3,0,2,1} fusion(%a, %b), kind=kOutput, calls=%conv_fusion
+  %multiply_reduce_fusion.3 = (f32[], f32[16]{0}) fusion(%x, %y), kind=kLoop, calls=%f.3
+  %add.4 = f32[8]{0} add(f32[8]{0} %fusion.1, f32[8]{0} %fusion.1)
+  """
+  assert aot.fusions(hlo) == {"kLoop": 2, "kOutput": 1}
 
 
 def test_aot_flag_errors_are_one_line_config_errors(monkeypatch):
