@@ -71,6 +71,19 @@ def upsample2x(x_BxHxWxC: jax.Array) -> jax.Array:
   return resize_bilinear_align_corners(x_BxHxWxC, 2 * x_BxHxWxC.shape[1], 2 * x_BxHxWxC.shape[2])
 
 
+def pair(a_BxN: jax.Array, b_BxN: jax.Array) -> jax.Array:
+  """[a0, b0, a1, b1, ...] on the batch axis. Interleaved, not [A; B]: with the batch sharded
+  over devices each device keeps its own pairs, where concatenating (and slicing back) makes the
+  SPMD partitioner move half of every activation between devices."""
+  return jnp.stack([a_BxN, b_BxN], axis=1).reshape((2 * a_BxN.shape[0],) + a_BxN.shape[1:])
+
+
+def unpair(x_2BxN: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The inverse of `pair`."""
+  x = x_2BxN.reshape((x_2BxN.shape[0] // 2, 2) + x_2BxN.shape[1:])
+  return x[:, 0], x[:, 1]
+
+
 @register("dsfernet")
 class DsferNet(nn.Module):
   """The official MyNet (n_classes=2, beta=512, dim=512, numhead=1) by default."""
@@ -101,28 +114,26 @@ class DsferNet(nn.Module):
     n2, h, w, c = f_2BxHxWxC.shape
     n = n2 // 2
     z = ln(f_2BxHxWxC).reshape(n2, h * w, c)  # tokens in row-major (h, w) order, like the official
-    za, zb = z[:n], z[n:]
+    za, zb = unpair(z)
     q = jnp.abs(za - zb)
     # Both retrievals in one batched call: same module, so same weights as calling it twice.
-    r = hop(jnp.concatenate([q, q]), jnp.concatenate([zb, za]), jnp.concatenate([zb, za]))
-    return nn.sigmoid(r[:n] + r[n:]).reshape(n, h, w, c)
+    ra, rb = unpair(hop(pair(q, q), pair(zb, za), pair(zb, za)))
+    return nn.sigmoid(ra + rb).reshape(n, h, w, c)
 
   @nn.compact
   def __call__(self, a_BxHxWxC: jax.Array, b_BxHxWxC: jax.Array, train: bool = False) -> dict[str, jax.Array]:
     self._check_input(a_BxHxWxC, b_BxHxWxC)
     dt = jnp.dtype(self.dtype)
-    n = a_BxHxWxC.shape[0]
     conv = lambda c, name: ConvBNReLU(c, dtype=dt, name=name)  # official SingleConv3
     head = lambda name: Conv(self.num_classes, (1, 1), dtype=dt, name=name)  # official OutConv
     ln = lambda name: layer_norm(self.layernorm, dtype=dt, name=name)
     hop = lambda name: HopfieldRetrieval(512, self.num_heads, scale=(self.beta // self.num_heads) ** -0.5,
                                          impl=self.attention_impl, dtype=dt, name=name)
     cat = lambda *xs: jnp.concatenate(xs, axis=-1)
-    ab = lambda f: cat(f[:n], f[n:])  # [A; B] on the batch axis -> channel concat (A, B)
+    ab = lambda f: cat(*unpair(f))  # (A, B) pairs on the batch axis -> channel concat (A, B)
 
-    # Siamese encoder: A and B stacked on the batch axis share one pass.
-    f1, f2, f3, f4, f5 = VGG16Features(dtype=dt, name="base")(
-        jnp.concatenate([a_BxHxWxC, b_BxHxWxC]))
+    # Siamese encoder: A and B on the batch axis share one pass.
+    f1, f2, f3, f4, f5 = VGG16Features(dtype=dt, name="base")(pair(a_BxHxWxC, b_BxHxWxC))
 
     xx = conv(512, "dec5")(ab(f5), train)
     x5 = self._dsfr(f5, ln("layernorm1"), hop("hopf5"))
