@@ -201,35 +201,29 @@ def collect(out: str, fractions: Sequence[float], methods: Sequence[str],
     for f in fractions:
       ref = paper.get(name, {})
       key = int(f) if float(f).is_integer() else f
+      base = {"method": name, "fraction": f, "stage": stage,
+              "paper_iou": ref.get("iou", {}).get(key), "paper_oa": ref.get("oa", {}).get(key)}
       cell = []
       for seed in seeds or [None]:
         wd = workdir_for(out, method, f, seed)
         r = final_test_rows(wd).get(stage)
-        if r is None:
-          continue
-        cell.append({
-            "method": name, "fraction": f, "seed": seed,
-            "iou": round(100 * r["iou"], 2), "f1": round(100 * r["f1"], 2),
-            "oa": round(100 * r["oa"], 2), "kappa": round(r["kappa"], 4),
-            "paper_iou": ref.get("iou", {}).get(key), "paper_oa": ref.get("oa", {}).get(key),
-            "stage": stage, "step": r["step"], "workdir": wd})
-      if not cell and ref.get("iou", {}).get(key) is None:
+        if r is not None:
+          cell.append({**base, "seed": seed, "iou": round(100 * r["iou"], 2),
+                       "f1": round(100 * r["f1"], 2), "oa": round(100 * r["oa"], 2),
+                       "kappa": round(r["kappa"], 4), "step": r["step"], "workdir": wd})
+      if not cell and base["paper_iou"] is None:
         continue  # e.g. RCL stage 2 at 100%: neither we nor the paper have it
       if seeds is None:
-        rows += cell or [{"method": name, "fraction": f, "seed": None, "iou": None, "f1": None,
-                          "oa": None, "kappa": None, "paper_iou": ref.get("iou", {}).get(key),
-                          "paper_oa": ref.get("oa", {}).get(key), "stage": stage, "step": None,
-                          "workdir": workdir_for(out, method, f)}]
+        rows += cell or [{**base, "seed": None, "iou": None, "f1": None, "oa": None,
+                          "kappa": None, "step": None, "workdir": workdir_for(out, method, f)}]
         continue
       rows += cell
       mean = lambda k: None if not cell else round(sum(r[k] for r in cell) / len(cell), 2)  # noqa: E731
-      rows.append({
-          "method": name, "fraction": f, "seed": "mean", "seeds": len(cell),
-          "iou": mean("iou"), "f1": mean("f1"), "oa": mean("oa"), "kappa": mean("kappa"),
-          "iou_min": min((r["iou"] for r in cell), default=None),
-          "iou_max": max((r["iou"] for r in cell), default=None),
-          "paper_iou": ref.get("iou", {}).get(key), "paper_oa": ref.get("oa", {}).get(key),
-          "stage": stage, "step": None, "workdir": out})
+      rows.append({**base, "seed": "mean", "seeds": len(cell), "iou": mean("iou"),
+                   "f1": mean("f1"), "oa": mean("oa"), "kappa": mean("kappa"),
+                   "iou_min": min((r["iou"] for r in cell), default=None),
+                   "iou_max": max((r["iou"] for r in cell), default=None),
+                   "step": None, "workdir": out})
   return rows
 
 
