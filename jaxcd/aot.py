@@ -4,13 +4,17 @@
   python -m jaxcd.bench --aot v5p:4x4x4 --model dsfernet --batch_per_chip 8 --dtype bfloat16 --json
   python -m jaxcd.bench --aot v5e:2x2 --config configs/fc_siam_diff.py --max_batch --json
   python -m jaxcd.bench --aot v5p --aot_scaling --model fc_siam_diff --json   # 4 -> 256 chips
+  python -m jaxcd.bench --aot v5p --aot_scaling --aot_chips 4,64,256 --max_batch \
+      --config configs/rcr_levir.py --size 256 --dtype bfloat16 --json
 
 `jax.experimental.topologies` gives compile-only devices of the topology; the method's own
 `train_step` (what `jaxcd.trainer` jits: same function, shardings and donation) is lowered with
 shape-only state and batch sharded over a mesh of them and compiled by libtpu. The executable's
 memory analysis gives HBM per chip; its cost analysis the FLOPs and `optimal_seconds`, XLA's TPU
-cost model's step time; its HLO the collectives. Every time, throughput and MFU here is that cost
-model's ESTIMATE, never a measurement (nothing runs).
+cost model's step time; its HLO the collectives and the `suspects`, what a bf16 step should not
+hold (f32 matmuls, gathers, scatters, transposes, copies), each with the JAX ops it came from.
+Every time, throughput and MFU here is that cost model's ESTIMATE, never a measurement (nothing
+runs).
 """
 from __future__ import annotations
 
@@ -28,6 +32,7 @@ import numpy as np
 
 from jaxcd import config_base, parallel
 from jaxcd.errors import ConfigError, one_line
+from jaxcd.trainer import check_config
 
 ESTIMATE = "XLA TPU cost model estimate (compiled, not run)"
 
@@ -102,9 +107,15 @@ def topology_devices(name: str) -> list:
 def aot_config(config=None, *, model: str | None = None, size: int | None = None,
                dtype: str | None = None, model_kwargs: dict[str, Any] | None = None):
   """The training config to compile: `config` (a configs/*.py result; default the base config)
-  with the given overrides. Synthetic data shrinks to a few pairs: only their shapes matter."""
+  with the given overrides. Only the data's shapes matter to a compile, so the data become a few
+  synthetic pairs of the config's bands and size: a paper config (e.g. configs/rcr_levir.py)
+  compiles here without its dataset on disk."""
   c = config_base.base_config() if config is None else config
   c = c.unlock() if hasattr(c, "unlock") else c
+  if c.data.name != "synthetic":
+    side = size or c.input.crop_size or c.data.get("image_size") or 256
+    config_base.on_dataset(c, "synthetic")
+    c.data.image_size = side
   if model:
     c.model.name = model
   if size:
@@ -115,8 +126,7 @@ def aot_config(config=None, *, model: str | None = None, size: int | None = None
   c.model.update(model_kwargs or {})
   if dtype:
     c.dtype = dtype
-  if c.data.name == "synthetic":
-    c.data.num_train, c.data.num_val, c.data.num_test = 32, 4, 4
+  c.data.num_train, c.data.num_val, c.data.num_test = 32, 4, 4
   return c
 
 
@@ -135,31 +145,30 @@ def _method_and_stage(config, mesh, workdir: str):
   from jaxcd import state as state_lib
   from jaxcd.data import source_from_config
   from jaxcd.data.normalize import make_normalizer
-  from jaxcd.methods.base import Run
-  from jaxcd.trainer import check_config
+  from jaxcd.methods.base import ModelInference, Run
   method = check_config(config)
   if not method.trains:
     raise ConfigError(f"config.method: {config.method!r} trains nothing; no step to compile")
   train_src = source_from_config(config.data, "train")
   val_src = source_from_config(config.data, "val")
-  model = state_lib.build_model(config)
-  run = Run(config, workdir, mesh, model, make_normalizer(config), train_src, val_src,
-            state_lib.sample_shape(train_src, config), None, None)
+  model, normalize = method.build_model(), make_normalizer(config)
+  # Built like `trainer.make_run` (stages may jit with its inference, e.g. CDCluster's counts).
+  run = Run(config, workdir, mesh, model, normalize, train_src, val_src,
+            state_lib.sample_shape(train_src, config), None,
+            ModelInference(method, model, normalize, mesh))
   return method, run, method.stages(run)[0]
 
 
 def train_step(config, mesh, global_batch: int) -> TrainStep:
   """The method's train step for `mesh` (`Method.train_step`, which the trainer jits), with its
   state and a `global_batch` batch as sharded ShapeDtypeStructs: nothing is allocated."""
-  from jaxcd import state as state_lib
   config = config.copy_and_resolve_references()
-  config.input.batch_size = global_batch
+  check_config(config).resize_batch(global_batch)
   with tempfile.TemporaryDirectory(prefix="jaxcd-aot-") as workdir:
     method, run, stage = _method_and_stage(config, mesh, workdir)
     tx, _ = method.optimizer(run, stage)
-    # The shapes and shardings of `method.init_state`'s result (it calls create_state).
-    state = state_lib.create_state(run.model, tx, run.sample_shape, config.seed, mesh,
-                                   abstract=True)
+    # The shapes and shardings of `method.init_state`'s result.
+    state = method.abstract_state(run.model, tx, run.sample_shape, mesh)
     step = method.train_step(run, stage, state, tx)
     batch = _batch_spec(config, mesh, global_batch, workdir, stage.name)
   return TrainStep(step, state, batch, method.name, stage.name)
@@ -169,7 +178,8 @@ def _batch_spec(config, mesh, global_batch: int, workdir: str, stage_name: str):
   """The shapes of one global batch of the stage's own data stream (`Method.data`), read from a
   2-pair host batch: the loop feeds what `parallel.to_global` keeps of it."""
   small = config.copy_and_resolve_references()
-  small.input.batch_size, small.input.worker_count = 2, 0
+  small.input.worker_count = 0
+  check_config(small).resize_batch(2)
   method, run, _ = _method_and_stage(small, jax.sharding.Mesh(np.array(jax.devices()[:1]),
                                                               (parallel.DATA_AXIS,)), workdir)
   stage = next(s for s in method.stages(run) if s.name == stage_name)
@@ -217,6 +227,42 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
       shape = parts[1] if len(parts) > 1 else parts[0]
     out[op]["count"] += 1
     out[op]["bytes"] += _shape_bytes(shape)
+  return out
+
+
+_DEF = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\(.*?\)|[a-z]+[0-9]*(?:e[0-9]m[0-9][a-z0-9]*)?"
+                  r"\[[0-9,]*\]\S*) ([\w\-]+)\(([^)]*)\)(.*)$", re.M)
+_OP_NAME = re.compile(r'op_name="([^"]*)"')
+# What a bf16 step should not hold (or hold little of): matmul work in f32, data movement.
+SUSPECTS = ("f32_convolution", "gather", "scatter", "transpose", "copy")
+
+
+def suspects(hlo_text: str, top: int = 3) -> dict[str, dict[str, Any]]:
+  """Count, result bytes and the commonest JAX sources (`op_name`) of the ops in compiled HLO text
+  that a bf16 step wastes time on: convolutions (the MXU's matmuls) with an f32 operand, gathers
+  and scatters, transposes and copies (layout changes). Fused computations count too."""
+  dtype_of = {}
+  rows = []
+  for name, shape, op, operands, rest in _DEF.findall(hlo_text):
+    dtype_of[name] = shape.split("[", 1)[0]
+    rows.append((shape, op, operands, rest))
+  out = {k: {"count": 0, "bytes": 0, "sources": {}} for k in SUSPECTS}
+  for shape, op, operands, rest in rows:
+    if op == "convolution":
+      names = [o.strip().lstrip("%") for o in operands.split(",")]
+      if not any(dtype_of.get(n) == "f32" for n in names):
+        continue
+      op = "f32_convolution"
+    elif op not in out:
+      continue
+    entry = out[op]
+    entry["count"] += 1
+    entry["bytes"] += _shape_bytes(shape)
+    src = _OP_NAME.search(rest)
+    src = src.group(1).removeprefix("jit(step)/") if src else "?"
+    entry["sources"][src] = entry["sources"].get(src, 0) + 1
+  for entry in out.values():
+    entry["sources"] = dict(sorted(entry["sources"].items(), key=lambda kv: -kv[1])[:top])
   return out
 
 
@@ -287,8 +333,9 @@ def _from_hlo(compiled) -> dict[str, Any]:
     text = compiled.as_text()
   except Exception as e:  # noqa: BLE001  a libtpu newer than jaxlib can emit HLO it cannot print
     return {"collectives": {"error": f"HLO text unavailable ({one_line(e)[:160]}); install the "
-                                     "libtpu jax pins: pip install -e '.[tpu]'"}, "fusions": {}}
-  return {"collectives": collectives(text), "fusions": fusions(text)}
+                                     "libtpu jax pins: pip install -e '.[tpu]'"}, "fusions": {},
+            "suspects": {}}
+  return {"collectives": collectives(text), "fusions": fusions(text), "suspects": suspects(text)}
 
 
 # --- entry points ---------------------------------------------------------------------------------
@@ -331,33 +378,56 @@ def _host() -> str:
 
 
 def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
-              report: Callable[[dict], None] | None = None) -> dict[str, Any]:
-  """The largest batch per chip whose compiled step fits the chip's HBM: doubling from `start`
-  to the first that does not fit, then bisection between the last two. Each probe compiles."""
+              report: Callable[[dict], None] | None = None,
+              known: dict[int, dict] | None = None) -> dict[str, Any]:
+  """The largest batch per chip whose compiled step fits the chip's HBM. Each probe compiles, so
+  the probes follow the memory line through the two probes nearest the capacity (HBM grows about
+  linearly with the batch: from `start` and 2 x `start`, usually two more probes settle it: the
+  predicted batch fits and one more does not), falling back to doubling and bisection whenever
+  the line misleads. `known`: reports already compiled for `topology` (batch per chip -> report)."""
   probes: dict[int, dict] = {}
+  lo, hi = 0, None  # the largest batch that fits; the smallest that does not
 
-  def fits(b: int) -> bool:
-    if b not in probes:
+  def probe(b: int) -> None:
+    nonlocal lo, hi
+    if known and b in known:
+      probes[b] = known[b]
+    else:
       probes[b] = compile_step(topology, config, b)
       if report:
         report(probes[b])
-    return bool(probes[b]["fits_hbm"])
+    if probes[b]["fits_hbm"]:
+      lo = max(lo, b)
+    else:
+      hi = b if hi is None else min(hi, b)
 
-  lo, hi = 0, start
-  while hi <= limit and fits(hi):
-    lo, hi = hi, hi * 2
-  if hi > limit:
-    best = lo
-  else:
-    if lo == 0:  # even `start` does not fit: bisect below it
-      lo = 0
-    while hi - lo > 1:
-      mid = (lo + hi) // 2
-      lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    best = lo
-  out = dict(probes[best]) if best else {"kind": "aot", "topology": topology}
-  out.update(max_batch_per_chip=best, max_batch_limit=limit,
-             max_batch_probes=sorted(probes), max_batch_at_limit=hi > limit)
+  def predicted() -> int | None:
+    known = [(b, r["hbm_per_chip_bytes"]["total"], r["hbm_per_chip_bytes"]["capacity"])
+             for b, r in probes.items() if "hbm_per_chip_bytes" in r]
+    if len(known) < 2 or not known[0][2]:
+      return None
+    (b1, t1, cap), (b2, t2, _) = sorted(known, key=lambda k: abs(k[2] - k[1]))[:2]
+    if b1 == b2 or (t2 - t1) / (b2 - b1) <= 0:
+      return None
+    return b1 + math.floor((cap - t1) / ((t2 - t1) / (b2 - b1)))
+
+  last, width, clamped = min(start, limit), math.inf, False
+  probe(last)
+  while not (hi is not None and hi - lo <= 1) and not (hi is None and lo >= limit):
+    top = limit + 1 if hi is None else hi
+    guess = predicted()
+    # The line missed: the interval did not halve, or a guess it put past its end fitted.
+    missed = (hi is not None and top - lo > width / 2) or (clamped and lo == last)
+    if guess is None or missed:
+      guess, clamped = (lo + hi) // 2 if hi is not None else min(2 * lo, limit), False
+    else:
+      guess, clamped = min(max(guess, lo + 1), top - 1), not lo < guess < top
+    width = top - lo if hi is not None else math.inf
+    last = guess
+    probe(guess)
+  out = dict(probes[lo or min(probes)])  # none fits: the smallest probe says by how much
+  out.update(max_batch_per_chip=lo, max_batch_limit=limit, max_batch_probes=list(probes),
+             max_batch_at_limit=hi is None)
   return out
 
 
@@ -367,6 +437,9 @@ def scaling(generation: str, config, batch_per_chip: int, chips=(4, 16, 64, 256)
   if generation not in SCALING:
     raise ConfigError(f"--aot {generation!r} with --aot_scaling: give a generation, one of "
                       f"{', '.join(SCALING)}")
+  if not chips or any(n not in SCALING[generation] for n in chips):
+    raise ConfigError(f"--aot_chips: each one of {', '.join(map(str, SCALING[generation]))}, "
+                      f"got {','.join(map(str, chips))}")
   out = []
   for n in chips:
     r = compile_step(SCALING[generation][n], config, batch_per_chip)
@@ -387,7 +460,10 @@ def describe(r: dict[str, Any]) -> str:
   coll = r["collectives"].get("error") or ", ".join(
       f"{op} {c['count']} x ({c['bytes'] / 2**20:.1f} MiB)"
       for op, c in r["collectives"].items() if c["count"])
-  mb = (f"; largest batch/chip {r['max_batch_per_chip']}" if "max_batch_per_chip" in r else "")
+  sus = ", ".join(f"{k} {v['count']} ({v['bytes'] / 2**20:.0f} MiB)"
+                  for k, v in r.get("suspects", {}).items() if v["count"])
+  mb = f"; suspects: {sus}" if sus else ""
+  mb += (f"; largest batch/chip {r['max_batch_per_chip']}" if "max_batch_per_chip" in r else "")
   if r.get("compiler_options"):
     mb += f"; compiler options {r['compiler_options']} (not the training program)"
   return (f"{r['model']} ({r['method']}) on {r['topology']} ({r['chips']} x {r['device_kind']}), "

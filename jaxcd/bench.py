@@ -852,7 +852,10 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--max_batch_limit", type=int, default=1024,
                  help="--max_batch: the largest batch per chip tried")
   p.add_argument("--aot_scaling", action="store_true",
-                 help="--aot GEN: weak scaling, 4 -> 16 -> 64 -> 256 chips")
+                 help="--aot GEN: weak scaling over --aot_chips (with --max_batch, then the "
+                      "largest batch at the fewest chips)")
+  p.add_argument("--aot_chips", default="4,16,64,256",
+                 help="--aot_scaling: the chip counts, comma-separated")
   p.add_argument("--out", default="", help="--suite: folder for its JSON and markdown")
   p.add_argument("--quick", action="store_true",
                  help="--suite: a reduced run (small sizes, a few steps) that any CPU finishes")
@@ -872,6 +875,13 @@ def _json_arg(text: str, flag: str) -> dict[str, Any]:
   if not isinstance(value, dict):
     raise ConfigError(f"{flag}: expected a JSON object, got {text!r}")
   return value
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+  try:
+    return [int(x) for x in text.split(",") if x.strip()]
+  except ValueError:
+    raise ConfigError(f"{flag}: expected comma-separated integers, got {text!r}") from None
 
 
 def _models(args) -> list[tuple[dict[str, Any], str]]:
@@ -912,11 +922,16 @@ def _aot(args) -> list[tuple[dict[str, Any], str]]:
   size = args.size or (None if base else 256)  # a config keeps its own size unless given
   config = aot.aot_config(base, model=args.model, size=size, dtype=args.dtype,
                           model_kwargs=_json_arg(args.model_kwargs, "--model_kwargs"))
+  progress = lambda r: print(f"  compiled: {aot.describe(r)}", file=sys.stderr, flush=True)
   if args.aot_scaling:
-    rs = aot.scaling(args.aot, config, args.batch_per_chip)
+    chips = _int_list(args.aot_chips, "--aot_chips")
+    rs = aot.scaling(args.aot, config, args.batch_per_chip, chips, report=progress)
+    if args.max_batch:  # the first topology's compile is the search's first probe
+      rs.append(aot.max_batch(aot.SCALING[args.aot][chips[0]], config, args.batch_per_chip,
+                              args.max_batch_limit, progress, {args.batch_per_chip: rs[0]}))
   elif args.max_batch:
     rs = [aot.max_batch(args.aot, config, start=args.batch_per_chip,
-                        limit=args.max_batch_limit)]
+                        limit=args.max_batch_limit, report=progress)]
   else:
     rs = [aot.compile_step(args.aot, config, args.batch_per_chip)]
   return [(r, aot.describe(r)) for r in rs]

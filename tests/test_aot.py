@@ -3,11 +3,14 @@ topology on this CPU, on a two-layer network (a TPU compile of a real model take
 import json
 from typing import Any
 
+import jax
+import numpy as np
+
 import flax.linen as nn
 import jax.numpy as jnp
 import pytest
 
-from jaxcd import aot, bench, config_base
+from jaxcd import aot, bench, config_base, parallel
 from jaxcd.errors import ConfigError
 from jaxcd.methods import base
 from jaxcd.models.registry import REGISTRY, register
@@ -42,8 +45,7 @@ def _config():
   return aot.aot_config(c, size=SIZE, dtype="bfloat16")
 
 
-@pytest.mark.slow  # one TPU compile: 19 s on a quiet moment of 2 shared cores, 75 s under load
-@needs_libtpu
+@needs_libtpu  # one TPU compile: 19 s on a quiet moment of 2 shared cores, 75 s under load
 def test_aot_compiles_the_trainers_step_for_4_chips(capsys, monkeypatch):
   calls = []
   real = base.Method.train_step
@@ -80,6 +82,9 @@ def test_aot_compiles_the_trainers_step_for_4_chips(capsys, monkeypatch):
     assert r["est_mfu"] == pytest.approx(r["flops_per_chip"] / r["est_step_s"] / 197e12)
   assert "cost model" in r["estimates"] and r["compile_s"] > 0 and r["compile_cpu_s"] > 0
   assert sum(r["fusions"].values()) >= 1  # the program size that the compile time follows
+  # The BatchNorm+ReLU backward and the loss hold no gather, scatter or f32 matmul in bf16.
+  assert set(r["suspects"]) == set(aot.SUSPECTS)
+  assert all(r["suspects"][k]["count"] == 0 for k in ("f32_convolution", "gather", "scatter"))
   # Data parallelism: the gradients (and BatchNorm's batch statistics) are all-reduced.
   c = r["collectives"]
   assert c["all-reduce"]["count"] >= 1 and c["all-reduce"]["bytes"] >= 258 * 4 // 2
@@ -98,6 +103,56 @@ def test_collectives_are_read_from_hlo_text():
   assert c["all-gather"] == {"count": 1, "bytes": 4 * 16 * 2}
   assert c["all-to-all"] == {"count": 1, "bytes": 2 * 4 + 3 * 4}
   assert c["reduce-scatter"] == {"count": 0, "bytes": 0}
+
+
+def test_suspects_are_read_from_hlo_text():
+  hlo = """
+  %p.1 = f32[8,16]{1,0} parameter(0)
+  %p.2 = bf16[8,16]{1,0} parameter(1)
+  %w.3 = bf16[16,4]{1,0} parameter(2)
+  %convolution.4 = f32[8,4]{1,0} convolution(%p.1, %w.3), dim_labels=bf_io->bf, metadata={op_name="jit(step)/jvp(Net)/attn/dot_general"}
+  %convolution.5 = f32[8,4]{1,0} convolution(%p.2, %w.3), dim_labels=bf_io->bf, metadata={op_name="jit(step)/jvp(Net)/head/dot_general"}
+  %gather.6 = f32[8]{0} gather(%p.1, %i.7), offset_dims={}, metadata={op_name="jit(step)/take_along_axis/gather"}
+  %transpose.8 = bf16[16,8]{1,0} transpose(%p.2), dimensions={1,0}
+  %copy.9 = bf16[8,16]{0,1:T(8,128)} copy(%p.2), metadata={op_name="jit(step)/jvp(Net)/reshape"}
+  %copy.10 = bf16[8,16]{0,1:T(8,128)} copy(%p.2), metadata={op_name="jit(step)/jvp(Net)/reshape"}
+  """
+  s = aot.suspects(hlo)
+  # Only the convolution with an f32 operand is f32 matmul work; bf16 x bf16 -> f32 is not.
+  assert s["f32_convolution"] == {"count": 1, "bytes": 8 * 4 * 4,
+                                  "sources": {"jvp(Net)/attn/dot_general": 1}}
+  assert s["gather"] == {"count": 1, "bytes": 32, "sources": {"take_along_axis/gather": 1}}
+  assert s["transpose"] == {"count": 1, "bytes": 16 * 8 * 2, "sources": {"?": 1}}
+  assert s["copy"] == {"count": 2, "bytes": 2 * 8 * 16 * 2, "sources": {"jvp(Net)/reshape": 2}}
+  assert s["scatter"]["count"] == 0
+
+
+# Each method's streams: (config, model overrides, the fields that must share 6 pairs).
+RESIZED = {
+    "configs/rcr.py": ({"width": 8}, {"input.batch_size": 3, "rcr.unlabeled_batch_size": 3}),
+    "configs/rcl.py": ({}, {"input.batch_size": 6, "rcl.n_labeled": 3}),
+    "configs/advnet.py": ({}, {"input.batch_size": 6, "gan.n_labeled": 3}),
+    "configs/cdcluster.py": ({}, {"input.batch_size": 6}),
+}
+
+
+@pytest.mark.parametrize("path", sorted(RESIZED))
+def test_aot_step_of_every_method_takes_its_streams_at_the_slices_batch(path):
+  """What `--aot` lowers, on this host's devices (no libtpu): the method's own state (e.g. the
+  discriminators of the adversarial methods) and a batch of the pairs asked for, shared between
+  its streams as the config shares them."""
+  kwargs, fields = RESIZED[path]
+  config = aot.aot_config(config_base.load(path), size=SIZE, model_kwargs=kwargs)
+  resized = config.copy_and_resolve_references()
+  aot.check_config(resized).resize_batch(6)
+  for field, want in fields.items():
+    section, name = field.split(".")
+    assert resized[section][name] == want, field
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), (parallel.DATA_AXIS,))
+  ts = aot.train_step(config, mesh, 6)
+  assert {k: v.shape[0] for k, v in ts.batch.items()} == {"image_a": 6, "image_b": 6, "label": 6}
+  assert ts.batch["image_a"].shape[1:3] == (SIZE, SIZE)
+  ts.step.lower(ts.state, ts.batch)  # traces the method's step on its state and this batch
 
 
 def test_fusions_are_counted_by_kind_from_hlo_text():
@@ -123,3 +178,37 @@ def test_aot_flag_errors_are_one_line_config_errors(monkeypatch):
       aot.topology_devices("v9z:7x7")
   with pytest.raises(ConfigError, match="generation"):
     aot.scaling("v5e:2x2", _config(), 2)
+  with pytest.raises(ConfigError, match="--aot_chips: each one of 4, 16, 64, 256, got 4,5"):
+    aot.scaling("v5p", _config(), 2, chips=(4, 5))
+  with pytest.raises(ConfigError, match="--aot_chips: expected comma-separated integers"):
+    bench.run(["--aot", "v5p", "--aot_scaling", "--aot_chips", "4,x", "--model", "fc_siam_diff"])
+
+
+@pytest.mark.parametrize("name, hbm", [
+    ("linear", lambda b: 5000 + 390 * b),
+    ("quadratic", lambda b: 5000 + 390 * b + 3 * b * b),
+    ("a jump", lambda b: 5000 + 390 * b + (20000 if b > 150 else 0)),
+    ("no compile past 99", lambda b: 5000 + 390 * b if b < 100 else None),
+    ("start too large", lambda b: 50000 + 9000 * b),
+    ("all fit", lambda b: 500 + 10 * b),
+])
+def test_max_batch_finds_the_largest_batch_that_fits(monkeypatch, name, hbm):
+  """The search over compiles (each probe stands in for one): the answer brute force gives, for
+  memory lines straight or not, and a compile that fails outright past some batch."""
+  cap, limit, probes = 100_000, 1024, []
+
+  def compile_step(topology, config, b):
+    probes.append(b)
+    if hbm(b) is None:
+      return {"kind": "aot", "topology": topology, "batch_per_chip": b, "fits_hbm": False,
+              "compile_error": "RESOURCE_EXHAUSTED"}
+    return {"kind": "aot", "topology": topology, "batch_per_chip": b, "fits_hbm": hbm(b) <= cap,
+            "hbm_per_chip_bytes": {"total": hbm(b), "capacity": cap}}
+  monkeypatch.setattr(aot, "compile_step", compile_step)
+  r = aot.max_batch("v5p:2x2x1", None, start=8, limit=limit)
+  want = max((b for b in range(1, limit + 1) if hbm(b) is not None and hbm(b) <= cap), default=0)
+  assert r["max_batch_per_chip"] == want and r["max_batch_probes"] == probes
+  assert r["max_batch_at_limit"] == (want == limit)
+  assert len(set(probes)) == len(probes) <= 16  # no probe compiled twice; bisection's order
+  if name == "linear":
+    assert probes == [8, 16, 243, 244]  # the line from 8 and 16 predicts 243; 244 confirms it

@@ -118,6 +118,11 @@ class Predictor(Protocol):
     """BxHxW change score in [0, 1]; > 0.5 exactly where the pixel is classed as change."""
 
 
+def share(part: int, whole: int, pairs: int) -> int:
+  """`part`'s share of `whole` scaled to `pairs`, leaving at least one pair on either side."""
+  return max(1, min(pairs - 1, round(pairs * part / whole)))
+
+
 class Method:
   """Supervised training; subclasses override what their algorithm changes."""
   name = "supervised"
@@ -158,6 +163,11 @@ class Method:
   def batch_rows(self) -> int:
     """Pairs in one training batch (all streams)."""
     return int(self.config.input.batch_size)
+
+  def resize_batch(self, pairs: int) -> None:
+    """Sets the config to `pairs` pairs per training batch (`batch_rows`), every stream keeping
+    its share: how `jaxcd.bench --aot` sizes the step to a slice."""
+    self.config.input.batch_size = int(pairs)
 
   def make_step(self, model, tx, normalize, mesh, state_shardings, steps_in_stage: int) -> Callable:
     """The jitted train step of a stage (also what `jaxcd.bench --method` times)."""

@@ -287,6 +287,11 @@ class RCL(base.Method):
   def check_config(self) -> None:
     _check_config(self.config)
 
+  def resize_batch(self, pairs: int) -> None:
+    c = self.config
+    c.rcl.n_labeled = base.share(int(c.rcl.n_labeled), int(c.input.batch_size), pairs)
+    c.input.batch_size = pairs
+
   def stages(self, run: base.Run) -> list[base.Stage]:
     c, rc = self.config, self.config.rcl
     self.lab_idx, unl_idx = semi.labeled_split(run.workdir, run.train_src, rc.label_fraction,

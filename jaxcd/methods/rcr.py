@@ -224,6 +224,11 @@ class RCR(base.Method):
   def batch_rows(self) -> int:
     return int(self.config.input.batch_size) + int(self.config.rcr.unlabeled_batch_size)
 
+  def resize_batch(self, pairs: int) -> None:
+    c = self.config
+    c.input.batch_size = base.share(int(c.input.batch_size), self.batch_rows(), pairs)
+    c.rcr.unlabeled_batch_size = pairs - c.input.batch_size
+
   def num_steps(self, unlabeled: int) -> int:
     """config.num_steps if > 0, else `rcr.epochs` passes over the unlabeled pairs."""
     c = self.config
