@@ -8,6 +8,13 @@ import numpy as np
 from jaxcd.errors import ConfigError
 
 
+def label_log_prob(logp_BxHxWxK: jax.Array, labels_BxHxW: jax.Array) -> jax.Array:
+  """logp[..., label] as a one-hot product, not a gather: on TPU the gather (and its scatter
+  gradient) is its own slow op, the product fuses into the log-softmax around it."""
+  onehot = jax.nn.one_hot(labels_BxHxW, logp_BxHxWxK.shape[-1], dtype=logp_BxHxWxK.dtype)
+  return jnp.sum(logp_BxHxWxK * onehot, axis=-1)
+
+
 def cross_entropy(logits_BxHxWxK: jax.Array, labels_BxHxW: jax.Array, *,
                   class_weights: Sequence[float] = (), ignore_label: int = 255) -> jax.Array:
   """Pixel-wise (class-weighted) softmax cross-entropy, averaged like PyTorch's CrossEntropyLoss.
@@ -20,10 +27,11 @@ def cross_entropy(logits_BxHxWxK: jax.Array, labels_BxHxW: jax.Array, *,
   valid = labels != ignore_label
   safe = jnp.where(valid, labels, 0)
   logp = jax.nn.log_softmax(logits_BxHxWxK.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
-  w = jnp.asarray(class_weights, jnp.float32)[safe] if len(class_weights) else jnp.ones_like(nll)
+  nll = -label_log_prob(logp, safe)
   if len(class_weights) and len(class_weights) != k:
     raise ValueError(f"loss.class_weights has {len(class_weights)} entries for {k} classes")
+  w = (jnp.sum(jax.nn.one_hot(safe, k) * jnp.asarray(class_weights, jnp.float32), axis=-1)
+       if len(class_weights) else jnp.ones_like(nll))
   w = w * valid
   return jnp.sum(w * nll) / jnp.maximum(jnp.sum(w), 1e-12)
 

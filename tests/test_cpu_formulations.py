@@ -18,7 +18,8 @@ import pytest
 
 from jaxcd.errors import ConfigError
 from jaxcd.experiments import cpu_formulations as cf
-from jaxcd.models.dsfernet import resize_bilinear_align_corners
+from jaxcd.models.dsfernet import (interpolation_matrix, resize_bilinear_align_corners,
+                                   resize_matmul_align_corners)
 
 TOL = {"upsample": (1e-6, 1e-5), "layernorm": (2e-5, 1e-4), "hopfield": (1e-6, 1e-5),
        "conv": (1e-5, 2e-5)}
@@ -54,11 +55,23 @@ def test_upsample_matmuls_equal_gathers():
   # Any sizes, up and down, non-square: the interpolation matrices are the gathers' taps.
   x = np.random.default_rng(0).standard_normal((1, 5, 7, 3), dtype=np.float32)
   for out_h, out_w in ((9, 14), (3, 2), (5, 1)):
-    np.testing.assert_allclose(cf.resize_matmul_align_corners(x, out_h, out_w),
+    np.testing.assert_allclose(resize_matmul_align_corners(x, out_h, out_w),
                                resize_bilinear_align_corners(x, out_h, out_w), atol=1e-6)
-  a = cf.interpolation_matrix(4, 8)
+  a = interpolation_matrix(4, 8)
   np.testing.assert_allclose(a.sum(1), 1, atol=1e-6)  # rows are convex weights
   assert a[0, 0] == a[-1, -1] == 1  # corners map onto corners
+
+
+def test_upsampling_lowers_to_gathers_on_cpu_and_matmuls_elsewhere():
+  x = jax.ShapeDtypeStruct((2, 8, 8, 4), jnp.bfloat16)
+  grad = jax.grad(lambda x: jnp.sum(resize_bilinear_align_corners(x, 16, 16)))
+  # (the forward gathers, its gradient scatter-adds; the matmuls' gradient is matmuls)
+  for platform, want, not_want in (("cpu", ["gather", "scatter"], ["dot_general"]),
+                                   ("tpu", ["dot_general"], ["gather", "scatter"]),
+                                   ("cuda", ["dot_general"], ["gather", "scatter"])):
+    for f in (lambda x: resize_bilinear_align_corners(x, 16, 16), grad):
+      text = jax.jit(f).trace(x).lower(lowering_platforms=(platform,)).as_text()
+      assert any(op in text for op in want) and not any(op in text for op in not_want), platform
 
 
 def test_layernorm_one_pass_equals_models():

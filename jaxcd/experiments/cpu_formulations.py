@@ -45,7 +45,7 @@ from jaxcd.bench import _median_seconds
 from jaxcd.errors import ConfigError
 from jaxcd.experiments import parse_choices, save_table
 from jaxcd.models import conv as jconv
-from jaxcd.models.dsfernet import _align_corners_taps, layer_norm, upsample2x
+from jaxcd.models.dsfernet import layer_norm, resize_matmul_align_corners, upsample2x
 from jaxcd.models.hopfield import einsum_attention
 from jaxcd.models.vgg import VGG16_WIDTHS
 
@@ -85,27 +85,6 @@ def quick_shapes() -> dict[str, list[tuple[int, ...]]]:
 
 
 # --- the formulations -----------------------------------------------------------------------------
-
-def interpolation_matrix(n_in: int, n_out: int) -> np.ndarray:
-  """(n_out, n_in) float32 rows of `_align_corners_taps`: out = A @ x along one axis, with the
-  weights rounded as the gather version rounds them ((1 - w) in float32)."""
-  i0, i1, w = _align_corners_taps(n_in, n_out)
-  a = np.zeros((n_out, n_in), np.float32)
-  rows = np.arange(n_out)
-  np.add.at(a, (rows, i0), np.float32(1) - w)
-  np.add.at(a, (rows, i1), w)
-  return a
-
-
-def resize_matmul_align_corners(x_BxHxWxC: jax.Array, out_h: int, out_w: int) -> jax.Array:
-  """`resize_bilinear_align_corners` as two small matmuls: rows, then columns. Its gradient is
-  two matmuls too, instead of the gathers' scatter-adds."""
-  _, h, w, _ = x_BxHxWxC.shape
-  a_OxH = jnp.asarray(interpolation_matrix(h, out_h), x_BxHxWxC.dtype)
-  a_PxW = jnp.asarray(interpolation_matrix(w, out_w), x_BxHxWxC.dtype)
-  y_BxOxWxC = jnp.einsum("oh,bhwc->bowc", a_OxH, x_BxHxWxC)
-  return jnp.einsum("pw,bowc->bopc", a_PxW, y_BxOxWxC)
-
 
 def upsample2x_matmul(x_BxHxWxC: jax.Array) -> jax.Array:
   return resize_matmul_align_corners(x_BxHxWxC, 2 * x_BxHxWxC.shape[1], 2 * x_BxHxWxC.shape[2])

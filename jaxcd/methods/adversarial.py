@@ -64,7 +64,7 @@ def masked_ce(logits_BxHxWxK: jax.Array, labels_BxHxW: jax.Array,
               mask_BxHxW: jax.Array) -> jax.Array:
   """Mean pixel CE over the pixels of `mask` (0 when it selects none)."""
   logp = jax.nn.log_softmax(logits_BxHxWxK.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(logp, labels_BxHxW[..., None].astype(jnp.int32), axis=-1)[..., 0]
+  nll = -losses.label_log_prob(logp, labels_BxHxW.astype(jnp.int32))
   m = mask_BxHxW.astype(jnp.float32)
   return jnp.sum(nll * m) / jnp.maximum(jnp.sum(m), 1.0)
 
@@ -169,6 +169,11 @@ class SemiAdversarial(base.Method):
   @property
   def n_labeled(self) -> int:
     return int(self.config.gan.n_labeled)
+
+  def resize_batch(self, pairs: int) -> None:
+    c = self.config
+    c.gan.n_labeled = base.share(self.n_labeled, int(c.input.batch_size), pairs)
+    c.input.batch_size = pairs
 
   def stages(self, run: base.Run) -> list[base.Stage]:
     c = self.config

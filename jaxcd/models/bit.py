@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxcd.models.conv import Conv
-from jaxcd.models.layers import batch_norm
+from jaxcd.models.layers import batch_norm, pair, softmax_attention, unpair
 from jaxcd.models.registry import register
 from jaxcd.models.resnet import ResNet
 
@@ -52,7 +52,7 @@ def token_features(a_BxHxWxC: jax.Array, b_BxHxWxC: jax.Array, dim: int, dtype: 
   if h % 8 or w % 8:
     raise ValueError(f"{model}: input {h}x{w} is not a multiple of 8")
   trunk = resnet18_trunk(dtype)
-  f = jnp.concatenate([trunk(a_BxHxWxC, train)[-1], trunk(b_BxHxWxC, train)[-1]])
+  f = pair(trunk(a_BxHxWxC, train)[-1], trunk(b_BxHxWxC, train)[-1])
   f = jnp.repeat(jnp.repeat(f, 2, axis=1), 2, axis=2)  # nn.Upsample(scale_factor=2): nearest
   return Conv(dim, (3, 3), padding=((1, 1), (1, 1)), dtype=dtype, name="conv_pred")(f)
 
@@ -74,7 +74,7 @@ class Attention(nn.Module):
     else:
       q, k, v = dense(inner, "to_q")(x_BxNxD), dense(inner, "to_k")(m_BxMxD), dense(inner, "to_v")(m_BxMxD)
     heads = lambda t: t.reshape(t.shape[0], t.shape[1], self.heads, self.dim_head)  # B,T,N,H
-    out = jax.nn.dot_product_attention(heads(q), heads(k), heads(v), scale=self.dim ** -0.5)
+    out = softmax_attention(heads(q), heads(k), heads(v), self.dim ** -0.5)
     return dense(self.dim, "to_out", bias=True)(out.reshape(out.shape[0], out.shape[1], inner))
 
 
@@ -141,17 +141,17 @@ class BiT(nn.Module):
 
     # Encoder over the 2L tokens of a pair: [tokens_A, tokens_B].
     pos = self.param("pos_embedding", nn.initializers.normal(1.0), (1, 2 * self.token_len, d))
-    t = jnp.concatenate([tok_2BxLxD[:n], tok_2BxLxD[n:]], axis=1) + pos.astype(dt)
+    t = jnp.concatenate(unpair(tok_2BxLxD), axis=1) + pos.astype(dt)
     for i in range(self.enc_depth):
       t = TransformerLayer(d, self.heads, self.dim_head, 2 * d, dt, name=f"encoder_{i}")(t)
-    t_2BxLxD = jnp.concatenate([t[:, :self.token_len], t[:, self.token_len:]], axis=0)
+    t_2BxLxD = pair(t[:, :self.token_len], t[:, self.token_len:])
 
     # Decoder: each date's pixels query its own refined tokens.
     y = x_2BxNxD
     for i in range(self.dec_depth):
       y = TransformerLayer(d, self.heads, self.decoder_dim_head, 2 * d, dt, name=f"decoder_{i}")(y, t_2BxLxD)
     y = y.reshape(2 * n, hh, ww, d)
-    diff = jnp.abs(y[:n] - y[n:])
+    diff = jnp.abs(jnp.subtract(*unpair(y)))
     diff = jax.image.resize(diff, (n, h, w, d), "bilinear")  # align_corners=False, like torch
     z = Conv(d, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=dt, name="classifier_conv1")(diff)
     z = nn.relu(batch_norm(train, dt, "classifier_bn")(z))

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from jaxcd.errors import ConfigError
 from jaxcd.models.attention import CBAM, Sobel
 from jaxcd.models.conv import Conv
-from jaxcd.models.layers import ConvBNReLU, UpConv, batch_norm, max_pool2, pad_to
+from jaxcd.models.layers import ConvBNReLU, UpConv, batch_norm, max_pool2, pad_to, pair, unpair
 from jaxcd.models.registry import register
 
 Dtype = Any
@@ -102,15 +102,15 @@ class CDCluster(nn.Module):
 
   def features(self, a_BxHxWxC: jax.Array, b_BxHxWxC: jax.Array, train: bool = False) -> jax.Array:
     """The clustered features, BxHxWxD float32."""
-    n = a_BxHxWxC.shape[0]
     # One 2B batch: A and B share weights and BatchNorm statistics.
-    x = self._inputs(jnp.concatenate([a_BxHxWxC, b_BxHxWxC], axis=0))
+    x = self._inputs(pair(a_BxHxWxC, b_BxHxWxC))
+    diff = lambda x_2BxHxWxC: jnp.subtract(*unpair(x_2BxHxWxC))
     skips = []
     for block, cbam in zip(self.blocks, self.cbams):
       normed, x = block(x, train)
-      skips.append(cbam(normed[:n] - normed[n:], train))
+      skips.append(cbam(diff(normed), train))
     s1, s2, s3 = skips
-    y = self.dec3(jnp.concatenate([x[:n] - x[n:], s3], axis=-1), train)
+    y = self.dec3(jnp.concatenate([diff(x), s3], axis=-1), train)
     y = self.dec2(jnp.concatenate([pad_to(self.up2(y), s2.shape[1:3]), s2], axis=-1), train)
     y = self.dec1(jnp.concatenate([pad_to(self.up1(y), s1.shape[1:3]), s1], axis=-1), train)
     f = self.feat_bn(self.feat_conv(y), use_running_average=not train)

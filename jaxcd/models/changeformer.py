@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcd.models.conv import Conv, ConvTranspose
-from jaxcd.models.layers import batch_norm
+from jaxcd.models.layers import batch_norm, pair, softmax_attention, unpair
 from jaxcd.models.rcr import resize_bilinear
 from jaxcd.models.registry import register
 
@@ -68,7 +68,7 @@ class OverlapPatchEmbed(nn.Module):
 class EfficientSelfAttention(nn.Module):
   """Multi-head attention whose keys and values come from the map reduced by `sr_ratio`.
 
-  jax.nn.dot_product_attention has no dropout of the attention probabilities, so training with
+  `softmax_attention` has no dropout of the attention probabilities, so training with
   `attn_drop` > 0 (the official 0.1) takes the explicit softmax path; both compute the same.
   """
   dim: int
@@ -95,7 +95,7 @@ class EfficientSelfAttention(nn.Module):
       p = nn.Dropout(self.attn_drop, deterministic=False)(jax.nn.softmax(s, axis=-1))
       out = jnp.einsum("bhnm,bmhe->bnhe", p.astype(self.dtype), v_BxMxHxE)
     else:
-      out = jax.nn.dot_product_attention(q_BxNxHxE, k_BxMxHxE, v_BxMxHxE, scale=scale)
+      out = softmax_attention(q_BxNxHxE, k_BxMxHxE, v_BxMxHxE, scale)
     out = _dense(d, self.dtype, "proj")(out.reshape(b, h, w, d))
     return nn.Dropout(self.proj_drop, deterministic=not train)(out)
 
@@ -250,9 +250,8 @@ class ChangeFormer(nn.Module):
                       tuple(self.sr_ratios), self.mlp_ratio, self.drop_rate, self.attn_drop_rate,
                       self.drop_path_rate, dt, name="encoder")
     # One pass over both dates (the encoder has no batch statistics): one copy to compile.
-    feats = encoder(jnp.concatenate([a, b], axis=0).astype(dt), train)
-    n = a.shape[0]
-    fa, fb = [f[:n] for f in feats], [f[n:] for f in feats]
+    feats = encoder(pair(a, b).astype(dt), train)
+    fa, fb = zip(*map(unpair, feats))
     preds = Decoder(self.embed_dim, self.num_classes, dt, name="decoder")(fa, fb, train)
     h, w = a.shape[1:3]  # sides not divisible by 4: the output overshoots; cropped
     out = {f"p_c{s}": p.astype(jnp.float32) for s, p in zip((4, 3, 2, 1), preds)}

@@ -28,7 +28,7 @@ import numpy as np
 from jaxcd.errors import ConfigError
 from jaxcd.models.conv import Conv
 from jaxcd.models.hopfield import HopfieldRetrieval
-from jaxcd.models.layers import ConvBNReLU
+from jaxcd.models.layers import ConvBNReLU, pair, unpair
 from jaxcd.models.registry import register
 from jaxcd.models.vgg import VGG16Features
 
@@ -46,8 +46,36 @@ def _align_corners_taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, 
   return i0, i1, (pos - i0).astype(np.float32)
 
 
+def interpolation_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """(n_out, n_in) float32 rows of `_align_corners_taps`: out = A @ x along one axis, with the
+  weights rounded as the gather version rounds them ((1 - w) in float32)."""
+  i0, i1, w = _align_corners_taps(n_in, n_out)
+  a = np.zeros((n_out, n_in), np.float32)
+  rows = np.arange(n_out)
+  np.add.at(a, (rows, i0), np.float32(1) - w)
+  np.add.at(a, (rows, i1), w)
+  return a
+
+
+def resize_matmul_align_corners(x_BxHxWxC: jax.Array, out_h: int, out_w: int) -> jax.Array:
+  """`resize_bilinear_align_corners` as two small matmuls, rows then columns: on TPU/GPU they
+  run on the matrix units and their gradient is two matmuls, not the gathers' scatter-adds."""
+  _, h, w, _ = x_BxHxWxC.shape
+  a_OxH = jnp.asarray(interpolation_matrix(h, out_h), x_BxHxWxC.dtype)
+  a_PxW = jnp.asarray(interpolation_matrix(w, out_w), x_BxHxWxC.dtype)
+  y_BxOxWxC = jnp.einsum("oh,bhwc->bowc", a_OxH, x_BxHxWxC)
+  return jnp.einsum("pw,bowc->bopc", a_PxW, y_BxOxWxC)
+
+
 def resize_bilinear_align_corners(x_BxHxWxC: jax.Array, out_h: int, out_w: int) -> jax.Array:
-  """Bilinear resize with PyTorch's align_corners=True semantics (jax.image.resize is half-pixel)."""
+  """Bilinear resize with PyTorch's align_corners=True semantics (jax.image.resize is half-pixel):
+  two-tap gathers on CPU (where they beat the matmuls forward), matmuls elsewhere."""
+  return jax.lax.platform_dependent(
+      x_BxHxWxC, cpu=lambda x: _resize_by_gathers(x, out_h, out_w),
+      default=lambda x: resize_matmul_align_corners(x, out_h, out_w))
+
+
+def _resize_by_gathers(x_BxHxWxC: jax.Array, out_h: int, out_w: int) -> jax.Array:
   _, h, w, _ = x_BxHxWxC.shape
   i0, i1, wh = _align_corners_taps(h, out_h)
   x = x_BxHxWxC
@@ -69,19 +97,6 @@ def layer_norm(layout: str, **kwargs) -> nn.LayerNorm:
 def upsample2x(x_BxHxWxC: jax.Array) -> jax.Array:
   """`nn.Upsample(scale_factor=2, mode='bilinear', align_corners=True)`."""
   return resize_bilinear_align_corners(x_BxHxWxC, 2 * x_BxHxWxC.shape[1], 2 * x_BxHxWxC.shape[2])
-
-
-def pair(a_BxN: jax.Array, b_BxN: jax.Array) -> jax.Array:
-  """[a0, b0, a1, b1, ...] on the batch axis. Interleaved, not [A; B]: with the batch sharded
-  over devices each device keeps its own pairs, where concatenating (and slicing back) makes the
-  SPMD partitioner move half of every activation between devices."""
-  return jnp.stack([a_BxN, b_BxN], axis=1).reshape((2 * a_BxN.shape[0],) + a_BxN.shape[1:])
-
-
-def unpair(x_2BxN: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """The inverse of `pair`."""
-  x = x_2BxN.reshape((x_2BxN.shape[0] // 2, 2) + x_2BxN.shape[1:])
-  return x[:, 0], x[:, 1]
 
 
 @register("dsfernet")

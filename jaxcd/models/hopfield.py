@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcd.models.layers import softmax_attention
+
 Dtype = Any
 
 # PyTorch's default nn.Linear init, so training from scratch starts like the official model.
@@ -50,8 +52,8 @@ def hopfield_reference(q_BxNxD: jax.Array, k_BxMxD: jax.Array, v_BxMxD: jax.Arra
 
 
 class HopfieldRetrieval(nn.Module):
-  """One Hopfield retrieval step; `impl` is passed to `jax.nn.dot_product_attention`
-  ("xla", "cudnn", or None = let JAX choose), or "reference" for the einsum version."""
+  """One Hopfield retrieval step; `impl` "xla" (`layers.softmax_attention`), "cudnn" or None
+  (`jax.nn.dot_product_attention` chooses), or "reference" for the einsum version."""
   dim: int
   num_heads: int = 1
   scale: float | None = None
@@ -73,6 +75,9 @@ class HopfieldRetrieval(nn.Module):
     q_BxNxHxE = _split_heads(q @ wq, self.num_heads)
     k_BxMxHxE = _split_heads(k @ wk, self.num_heads)
     v_BxMxHxE = _split_heads(v @ wv, self.num_heads)
-    out_BxNxHxE = jax.nn.dot_product_attention(q_BxNxHxE, k_BxMxHxE, v_BxMxHxE, scale=scale,
-                                               implementation=self.impl)
+    if self.impl == "xla":
+      out_BxNxHxE = softmax_attention(q_BxNxHxE, k_BxMxHxE, v_BxMxHxE, scale)
+    else:
+      out_BxNxHxE = jax.nn.dot_product_attention(q_BxNxHxE, k_BxMxHxE, v_BxMxHxE, scale=scale,
+                                                 implementation=self.impl)
     return out_BxNxHxE.reshape(q.shape[0], q.shape[1], d)

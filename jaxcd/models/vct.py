@@ -63,7 +63,7 @@ import numpy as np
 
 from jaxcd.models.bit import FeedForward, TransformerLayer, _ln, token_features
 from jaxcd.models.conv import Conv
-from jaxcd.models.layers import batch_norm
+from jaxcd.models.layers import batch_norm, pair, unpair
 from jaxcd.models.registry import register
 
 Dtype = Any
@@ -172,7 +172,7 @@ class VcT(nn.Module):
     x = token_features(a_BxHxWxC, b_BxHxWxC, self.dim, dt, train, "vct")
     _, hh, ww, d = x.shape
     x_2BxNxD = x.reshape(2 * n, hh * ww, d)
-    xa, xb = x_2BxNxD[:n], x_2BxNxD[n:]
+    xa, xb = unpair(x_2BxNxD)
     if hh * ww < self.num_clusters:
       raise ValueError(f"vct: {h}x{w} inputs give {hh * ww} feature pixels, fewer than "
                        f"num_clusters={self.num_clusters}")
@@ -198,7 +198,7 @@ class VcT(nn.Module):
       t = TransformerLayer(d, self.heads, self.dim_head, 2 * d, dt, name=f"encoder_{i}")(t)
     ta, tb = t[:, :m], t[:, m:]
     # Token cross-attention, one layer for both directions: A's tokens over B's and B's over A's.
-    t_2BxMxD, other = jnp.concatenate([ta, tb]), jnp.concatenate([tb, ta])
+    t_2BxMxD, other = pair(ta, tb), pair(tb, ta)
     for i in range(self.enc_depth):  # the official TransformerCross has the encoder's depth
       t_2BxMxD = TokenCrossLayer(d, self.heads, 2 * d, dt, name=f"cross_{i}")(t_2BxMxD, other)
 
@@ -207,7 +207,7 @@ class VcT(nn.Module):
     for i in range(self.dec_depth):
       y = TransformerLayer(d, self.heads, self.decoder_dim_head, 2 * d, dt, name=f"decoder_{i}")(y, t_2BxMxD)
     y = y.reshape(2 * n, hh, ww, d)
-    z = jax.image.resize(jnp.abs(y[:n] - y[n:]), (n, h, w, d), "bilinear")  # align_corners=False
+    z = jax.image.resize(jnp.abs(jnp.subtract(*unpair(y))), (n, h, w, d), "bilinear")  # align_corners=False
     z = Conv(d, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, dtype=dt, name="classifier_conv1")(z)
     z = nn.relu(batch_norm(train, dt, "classifier_bn")(z))
     logits = Conv(self.num_classes, (3, 3), padding=((1, 1), (1, 1)), dtype=dt, name="classifier_conv2")(z)

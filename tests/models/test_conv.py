@@ -140,3 +140,12 @@ def test_max_pool2_gradient_goes_to_the_first_maximum_as_lax(shape):
   np.testing.assert_array_equal(max_pool2(x), pooled)
   np.testing.assert_array_equal(ours, theirs)
   assert int(jnp.sum(ours != 0)) == pooled.size  # one winner per window, ties included
+
+
+def test_max_pool2_gradient_is_selections_on_cpu_and_xlas_own_elsewhere():
+  from jaxcd.models.layers import max_pool2
+  x = jax.ShapeDtypeStruct((2, 8, 8, 4), jnp.bfloat16)
+  grad = jax.grad(lambda x: jnp.sum(max_pool2(x).astype(jnp.float32)))
+  for platform, scatters in (("cpu", False), ("tpu", True), ("cuda", True)):
+    text = jax.jit(grad).trace(x).lower(lowering_platforms=(platform,)).as_text()
+    assert ("select_and_scatter" in text) == scatters, platform

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxcd.models import layers
 from jaxcd.models.hopfield import HopfieldRetrieval, hopfield_reference
 
 B, N, M, D = 2, 48, 32, 64  # M != N: retrieval from a memory of another size than the queries
@@ -92,3 +93,22 @@ def test_heads_must_divide_dim():
   q, k, v = _inputs()
   with pytest.raises(ValueError, match="num_heads"):
     HopfieldRetrieval(D, num_heads=5).init(jax.random.key(0), q, k, v)
+
+
+def test_softmax_attention_is_xlas_forward_and_gradient_with_bf16_backward_matmuls():
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.standard_normal((2, 6, 3, 4)), jnp.float32) for _ in range(3))
+  grad = lambda fn: jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a))), argnums=(0, 1, 2))
+  ours = lambda q, k, v: layers.softmax_attention(q, k, v, 0.5)
+  xla = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, scale=0.5, implementation="xla")
+  np.testing.assert_array_equal(ours(q, k, v), xla(q, k, v))  # f32: the same computation
+  for a, b in zip(grad(ours)(q, k, v), grad(xla)(q, k, v)):
+    np.testing.assert_array_equal(a, b)
+  # bf16: every matmul of the gradient takes bf16 operands (autodiff's takes the f32 cotangent).
+  b16 = [x.astype(jnp.bfloat16) for x in (q, k, v)]
+  for fn, f32_dots in ((ours, 0), (xla, 2)):
+    text = jax.jit(grad(fn)).trace(*b16).lower(lowering_platforms=("tpu",)).as_text()
+    dots = [line for line in text.splitlines() if "stablehlo.dot_general" in line]
+    assert len(dots) == 6 and sum("xf32>, tensor" in d for d in dots) == f32_dots, dots
+  for a, b in zip(grad(ours)(*b16), grad(xla)(*b16)):
+    np.testing.assert_allclose(np.float32(a), np.float32(b), atol=2 ** -7)
