@@ -286,7 +286,9 @@ def _cost(compiled) -> dict[str, float]:
 
 
 def analyse(compiled, devices, global_batch: int) -> dict[str, Any]:
-  """HBM per chip, FLOPs per chip, XLA's estimated step time and what follows, collectives."""
+  """HBM per chip, FLOPs per chip, XLA's estimated step time and what follows, collectives.
+  XLA's cost analysis counts a loop body once: the FLOPs (so the MFU) of a step with a scan or a
+  while loop (e.g. RCR's auxiliary decoders) are a lower bound."""
   kind = devices[0].device_kind
   chip = CHIPS.get(kind)
   ma = compiled.memory_analysis()
@@ -299,8 +301,8 @@ def analyse(compiled, devices, global_batch: int) -> dict[str, Any]:
   hbm["capacity"] = chip.hbm_bytes if chip else None
   cost = _cost(compiled)
   flops = float(cost.get("flops", 0.0))
-  est = float(cost.get("optimal_seconds", -1.0))
-  est = est if est > 0 else None  # <= 0: the cost model gave no estimate for this program
+  raw = float(cost.get("optimal_seconds", -1.0))
+  est = raw if raw > 0 else None  # <= 0: the cost model gave no estimate for this program
   chips = len(devices)
   peak = chip.peak_bf16_flops if chip else None
   return {
@@ -308,7 +310,8 @@ def analyse(compiled, devices, global_batch: int) -> dict[str, Any]:
       "batch_per_chip": global_batch // chips, "hbm_per_chip_bytes": hbm,
       "fits_hbm": hbm["total"] <= chip.hbm_bytes if chip else None,
       "flops_per_chip": flops, "bytes_accessed_per_chip": float(cost.get("bytes accessed", 0.0)),
-      "est_step_s": est, "est_pairs_per_s": global_batch / est if est else None,
+      "est_step_s": est, "optimal_seconds": raw,
+      "est_pairs_per_s": global_batch / est if est else None,
       "est_mfu": flops / est / peak if est and peak else None,
       "peak_bf16_flops_per_chip": peak, "chip_source": chip.source if chip else None,
       "estimates": ESTIMATE,
@@ -379,7 +382,8 @@ def _host() -> str:
 
 def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
               report: Callable[[dict], None] | None = None,
-              known: dict[int, dict] | None = None) -> dict[str, Any]:
+              known: dict[int, dict] | None = None,
+              compiler_options: dict[str, Any] | None = None) -> dict[str, Any]:
   """The largest batch per chip whose compiled step fits the chip's HBM. Each probe compiles, so
   the probes follow the memory line through the two probes nearest the capacity (HBM grows about
   linearly with the batch: from `start` and 2 x `start`, usually two more probes settle it: the
@@ -393,7 +397,7 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
     if known and b in known:
       probes[b] = known[b]
     else:
-      probes[b] = compile_step(topology, config, b)
+      probes[b] = compile_step(topology, config, b, compiler_options)
       if report:
         report(probes[b])
     if probes[b]["fits_hbm"]:
@@ -411,18 +415,17 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
       return None
     return b1 + math.floor((cap - t1) / ((t2 - t1) / (b2 - b1)))
 
-  last, width, clamped = min(start, limit), math.inf, False
+  last, expect = min(start, limit), None  # the last probe, and what the line said of it
   probe(last)
   while not (hi is not None and hi - lo <= 1) and not (hi is None and lo >= limit):
     top = limit + 1 if hi is None else hi
-    guess = predicted()
-    # The line missed: the interval did not halve, or a guess it put past its end fitted.
-    missed = (hi is not None and top - lo > width / 2) or (clamped and lo == last)
-    if guess is None or missed:
-      guess, clamped = (lo + hi) // 2 if hi is not None else min(2 * lo, limit), False
+    line = predicted()  # the line: batches up to it fit
+    if line is None or (expect is not None and probes[last]["fits_hbm"] != expect):
+      guess, expect = (lo + hi) // 2 if hi is not None else min(2 * lo, limit), None
+    elif line <= lo:
+      guess, expect = lo + 1, False
     else:
-      guess, clamped = min(max(guess, lo + 1), top - 1), not lo < guess < top
-    width = top - lo if hi is not None else math.inf
+      guess, expect = min(line, top - 1), True
     last = guess
     probe(guess)
   out = dict(probes[lo or min(probes)])  # none fits: the smallest probe says by how much
@@ -432,7 +435,8 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
 
 
 def scaling(generation: str, config, batch_per_chip: int, chips=(4, 16, 64, 256),
-            report: Callable[[dict], None] | None = None) -> list[dict[str, Any]]:
+            report: Callable[[dict], None] | None = None,
+            compiler_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
   """Weak scaling: the same batch per chip compiled for each chip count of `generation`."""
   if generation not in SCALING:
     raise ConfigError(f"--aot {generation!r} with --aot_scaling: give a generation, one of "
@@ -442,7 +446,7 @@ def scaling(generation: str, config, batch_per_chip: int, chips=(4, 16, 64, 256)
                       f"got {','.join(map(str, chips))}")
   out = []
   for n in chips:
-    r = compile_step(SCALING[generation][n], config, batch_per_chip)
+    r = compile_step(SCALING[generation][n], config, batch_per_chip, compiler_options)
     out.append(r)
     if report:
       report(r)

@@ -197,7 +197,7 @@ def test_max_batch_finds_the_largest_batch_that_fits(monkeypatch, name, hbm):
   memory lines straight or not, and a compile that fails outright past some batch."""
   cap, limit, probes = 100_000, 1024, []
 
-  def compile_step(topology, config, b):
+  def compile_step(topology, config, b, compiler_options=None):
     probes.append(b)
     if hbm(b) is None:
       return {"kind": "aot", "topology": topology, "batch_per_chip": b, "fits_hbm": False,
@@ -212,3 +212,27 @@ def test_max_batch_finds_the_largest_batch_that_fits(monkeypatch, name, hbm):
   assert len(set(probes)) == len(probes) <= 16  # no probe compiled twice; bisection's order
   if name == "linear":
     assert probes == [8, 16, 243, 244]  # the line from 8 and 16 predicts 243; 244 confirms it
+
+
+def test_aot_flags_reach_the_compiles(monkeypatch, capsys):
+  """--aot_fast_compile's options, --aot_chips' topologies and --max_batch's first probe (the
+  scaling's own first compile, not compiled again) as `bench` hands them to `aot`."""
+  calls = []
+
+  def compile_step(topology, config, b, compiler_options=None):
+    calls.append((topology, b, compiler_options))
+    n = {"v5p:2x2x1": 4, "v5p:4x4x4": 64}[topology]
+    return {"kind": "aot", "topology": topology, "model": "m", "method": "supervised",
+            "chips": n, "device_kind": "TPU v5", "batch_per_chip": b, "dtype": "bfloat16",
+            "fits_hbm": b <= 10, "flops_per_chip": 1e12, "est_step_s": None,
+            "hbm_per_chip_bytes": {"total": 1000 * b, "capacity": 10_000, "temporaries": 0},
+            "collectives": {}, "compile_s": 1.0, "suspects": {}}
+  monkeypatch.setattr(aot, "compile_step", compile_step)
+  rs = bench.run(["--aot", "v5p", "--aot_scaling", "--aot_chips", "4,64", "--max_batch",
+                  "--aot_fast_compile", "--model", "test_aot_two_conv", "--size", str(SIZE),
+                  "--batch_per_chip", "8"])
+  assert [c[:2] for c in calls] == [("v5p:2x2x1", 8), ("v5p:4x4x4", 8), ("v5p:2x2x1", 16),
+                                    ("v5p:2x2x1", 10), ("v5p:2x2x1", 11)]
+  assert all(c[2] == aot.FAST_COMPILE for c in calls)
+  assert rs[-1]["max_batch_per_chip"] == 10 and len(rs) == 3
+  assert "largest batch/chip 10" in capsys.readouterr().out
