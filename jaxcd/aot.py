@@ -406,11 +406,11 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
       hi = b if hi is None else min(hi, b)
 
   def predicted() -> int | None:
-    known = [(b, r["hbm_per_chip_bytes"]["total"], r["hbm_per_chip_bytes"]["capacity"])
-             for b, r in probes.items() if "hbm_per_chip_bytes" in r]
-    if len(known) < 2 or not known[0][2]:
+    points = [(b, r["hbm_per_chip_bytes"]["total"], r["hbm_per_chip_bytes"]["capacity"])
+              for b, r in probes.items() if "hbm_per_chip_bytes" in r]
+    if len(points) < 2 or not points[0][2]:
       return None
-    (b1, t1, cap), (b2, t2, _) = sorted(known, key=lambda k: abs(k[2] - k[1]))[:2]
+    (b1, t1, cap), (b2, t2, _) = sorted(points, key=lambda p: abs(p[2] - p[1]))[:2]
     if b1 == b2 or (t2 - t1) / (b2 - b1) <= 0:
       return None
     return b1 + math.floor((cap - t1) / ((t2 - t1) / (b2 - b1)))
