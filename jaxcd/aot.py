@@ -163,7 +163,7 @@ def train_step(config, mesh, global_batch: int) -> TrainStep:
   """The method's train step for `mesh` (`Method.train_step`, which the trainer jits), with its
   state and a `global_batch` batch as sharded ShapeDtypeStructs: nothing is allocated."""
   config = config.copy_and_resolve_references()
-  check_config(config).resize_batch(global_batch)
+  check_config(config).resize_batch(global_batch, mesh.devices.size)
   with tempfile.TemporaryDirectory(prefix="jaxcd-aot-") as workdir:
     method, run, stage = _method_and_stage(config, mesh, workdir)
     tx, _ = method.optimizer(run, stage)
@@ -176,10 +176,11 @@ def train_step(config, mesh, global_batch: int) -> TrainStep:
 
 def _batch_spec(config, mesh, global_batch: int, workdir: str, stage_name: str):
   """The shapes of one global batch of the stage's own data stream (`Method.data`), read from a
-  2-pair host batch: the loop feeds what `parallel.to_global` keeps of it."""
-  small = config.copy_and_resolve_references()
+  host batch of a pair per stream and host device: the loop feeds what `parallel.to_global`
+  keeps of it."""
+  small, host_devices = config.copy_and_resolve_references(), jax.device_count()
   small.input.worker_count = 0
-  check_config(small).resize_batch(2)
+  check_config(small).resize_batch(2 * host_devices, host_devices)
   method, run, _ = _method_and_stage(small, jax.sharding.Mesh(np.array(jax.devices()[:1]),
                                                               (parallel.DATA_AXIS,)), workdir)
   stage = next(s for s in method.stages(run) if s.name == stage_name)
@@ -190,7 +191,8 @@ def _batch_spec(config, mesh, global_batch: int, workdir: str, stage_name: str):
     v = np.asarray(v)
     if v.dtype.kind in "US O":
       continue
-    spec[k] = jax.ShapeDtypeStruct((global_batch * len(v) // 2,) + v.shape[1:], v.dtype,
+    spec[k] = jax.ShapeDtypeStruct((global_batch * len(v) // (2 * host_devices),) + v.shape[1:],
+                                   v.dtype,
                                    sharding=sharding)
   return spec
 

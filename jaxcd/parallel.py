@@ -6,9 +6,10 @@ processes). Parameters and optimizer state are replicated.
 """
 import logging
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -58,6 +59,22 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def local_data_devices(mesh: Mesh) -> int:
+  """This process's devices on the batch axis: the blocks its host batch is laid out in."""
+  return sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+
+
+def split_streams(x: jax.Array, sizes: Sequence[int], groups: int) -> list[jax.Array]:
+  """Each stream's rows of a global batch laid out by `pipeline.Streams(groups=...)`, `groups`
+  being the devices on the batch axis: every device's block holds its share of every stream, so
+  the split is local to each device. (Splitting [all of stream 1; all of stream 2] on the sharded
+  axis makes XLA move half the rows between chips, collective-permutes in every step.)"""
+  rest = x.shape[1:]
+  blocks = x.reshape((groups, x.shape[0] // groups) + rest)
+  edges = np.cumsum([n // groups for n in sizes])[:-1]
+  return [part.reshape((-1,) + rest) for part in jnp.split(blocks, edges, axis=1)]
 
 
 def check_batch_size(global_batch: int, field: str = "input.batch_size") -> None:

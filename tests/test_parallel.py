@@ -1,4 +1,5 @@
-"""Data parallelism: 8 fake CPU devices vs 1 device, and 2 processes vs 1 process."""
+"""Data parallelism: 8 fake CPU devices vs 1 device, 2 processes vs 1 process, and the
+collectives of two-stream steps on 4 fake devices."""
 import os
 import subprocess
 import sys
@@ -29,6 +30,22 @@ def test_sharded_step_equals_single_device_step():
   assert r["grad_max_abs_diff"] <= 1e-3 * r["grad_scale"], r
   # BatchNorm statistics cover the global batch on both meshes (not per-device batches).
   assert r["batch_stats_max_abs_diff"] <= 1e-5, r
+
+
+def test_two_stream_steps_move_no_rows_between_devices():
+  """RCR's and AdvNet's compiled steps on 4 devices: the labeled/unlabeled split of each device's
+  rows is local, so the only collectives are the all-reduces of gradients and BatchNorm
+  statistics. Splitting [all labeled; all unlabeled] instead compiles to 10 collective-permutes
+  (and AdvNet's [p_l; p_u] concatenation to all-to-alls)."""
+  import json
+  proc = subprocess.run([sys.executable, str(REPO / "tests" / "stream_layout_check.py"), "rcr",
+                         "advnet"], cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  r = json.loads(proc.stdout.strip().splitlines()[-1])
+  for method, ops in r.items():
+    assert ops["all-reduce"]["count"] > 0, method  # partitioned over the 4 devices
+    moved = {op: v for op, v in ops.items() if op != "all-reduce" and v["count"]}
+    assert not moved, (method, moved)
 
 
 def _run(cmd, env=None):

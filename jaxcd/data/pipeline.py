@@ -279,18 +279,22 @@ def state_from_json(text: str) -> dict[str, Any]:
 
 
 class Streams:
-  """Named training streams stepped together: `next` gives one host batch, the streams' batches
-  concatenated in order (e.g. RCL's labeled pairs, then unlabeled ones). Each stream is a
+  """Named training streams stepped together: `next` gives one host batch holding every
+  stream's batch (e.g. RCL's labeled pairs and unlabeled ones). Each stream is a
   `train_dataset`, so each stream's global batch is process-count invariant.
+
+  Laid out in `groups` blocks (this process's devices on the batch axis), each block every
+  stream's share in order: each device then holds its own labeled and unlabeled rows, and
+  `parallel.split_streams` separates them without moving data between devices.
 
   `get_state`/`set_state` speak bytes (JSON of every stream's grain state), the protocol grain's
   orbax `CheckpointHandler` uses for iterators that are not its own, so checkpoints store it with
   grain's handler, one file per process."""
 
-  def __init__(self, iterators: dict[str, Any]):
+  def __init__(self, iterators: dict[str, Any], groups: int = 1):
     if not iterators:
       raise ValueError("Streams needs at least one stream")
-    self.iterators = dict(iterators)
+    self.iterators, self.groups = dict(iterators), int(groups)
 
   def __iter__(self) -> "Streams":
     return self
@@ -299,7 +303,14 @@ class Streams:
     batches = [next(it) for it in self.iterators.values()]
     if len(batches) == 1:
       return batches[0]
-    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    for name, b in zip(self.iterators, batches):
+      rows = len(next(iter(b.values())))
+      if rows % self.groups:
+        raise ConfigError(f"the {name!r} stream's {rows} pairs per process do not split evenly "
+                          f"between this process's {self.groups} devices")
+    blocks = [{k: np.split(np.asarray(v), self.groups) for k, v in b.items()} for b in batches]
+    return {k: np.concatenate([b[k][g] for g in range(self.groups) for b in blocks])
+            for k in batches[0]}
 
   def get_state(self) -> bytes:
     return state_to_json({name: it.get_state() for name, it in self.iterators.items()}).encode()

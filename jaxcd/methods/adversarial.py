@@ -4,8 +4,8 @@ branch per method). Not a method itself: each method file subclasses `SemiAdvers
 
 Data: the labeled/unlabeled split of RCL (`semi.labeled_split`: the same fraction and seed give
 the same labeled pairs, so Sup. only, RCL and these rows train on one split). Every batch is
-`gan.n_labeled` labeled pairs, then `input.batch_size - gan.n_labeled` unlabeled ones, from two
-grain streams (`pipeline.Streams`), both with the weak augmentation `input.augment`. The labels
+`gan.n_labeled` labeled pairs and `input.batch_size - gan.n_labeled` unlabeled ones, from two
+grain streams (`pipeline.Streams`, each device's share of both together), both with the weak augmentation `input.augment`. The labels
 of the unlabeled pairs ride along in the batch and are never read.
 
 One jitted step, two optimizers (`state.AdversarialState`): the network (the generator) goes
@@ -18,7 +18,9 @@ first `gan.ramp_up` share of the steps).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -77,19 +79,30 @@ def one_hot_labels(labels_BxHxW: jax.Array, ignore_label: int) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class Views:
-  """One step's tensors the adversarial terms read: the network's logits of the labeled and
-  unlabeled pairs, the labeled pairs' labels, the normalised images, and the step."""
-  logits_l: jax.Array
-  logits_u: jax.Array
+  """One step's tensors the adversarial terms read: the network's logits of all pairs (each
+  device's rows in place) and of the labeled and unlabeled ones, the labeled pairs' labels, the
+  normalised images, and the step."""
+  logits: jax.Array
   labels_l: jax.Array
   a: jax.Array
   b: jax.Array
-  n_labeled: int
+  split: Callable[[jax.Array], list[jax.Array]]  # a batch's rows -> [labeled, unlabeled]
   step: jax.Array
 
   def stopped(self) -> "Views":
-    return dataclasses.replace(self, logits_l=jax.lax.stop_gradient(self.logits_l),
-                               logits_u=jax.lax.stop_gradient(self.logits_u))
+    return dataclasses.replace(self, logits=jax.lax.stop_gradient(self.logits))
+
+  @property
+  def logits_l(self) -> jax.Array:
+    return self.split(self.logits)[0]
+
+  @property
+  def logits_u(self) -> jax.Array:
+    return self.split(self.logits)[1]
+
+  @property
+  def probs(self) -> jax.Array:
+    return jax.nn.softmax(self.logits, axis=-1)
 
   @property
   def probs_l(self) -> jax.Array:
@@ -100,8 +113,8 @@ class Views:
     return jax.nn.softmax(self.logits_u, axis=-1)
 
   def images(self, labeled: bool) -> tuple[jax.Array, jax.Array]:
-    n = self.n_labeled
-    return (self.a[:n], self.b[:n]) if labeled else (self.a[n:], self.b[n:])
+    i = 0 if labeled else 1
+    return self.split(self.a)[i], self.split(self.b)[i]
 
 
 # --- the discriminators' optimizer ---------------------------------------------------------------
@@ -170,9 +183,9 @@ class SemiAdversarial(base.Method):
   def n_labeled(self) -> int:
     return int(self.config.gan.n_labeled)
 
-  def resize_batch(self, pairs: int) -> None:
+  def resize_batch(self, pairs: int, multiple: int = 1) -> None:
     c = self.config
-    c.gan.n_labeled = base.share(self.n_labeled, int(c.input.batch_size), pairs)
+    c.gan.n_labeled = base.share(self.n_labeled, int(c.input.batch_size), pairs, multiple)
     c.input.batch_size = pairs
 
   def stages(self, run: base.Run) -> list[base.Stage]:
@@ -199,7 +212,8 @@ class SemiAdversarial(base.Method):
     unl = pipeline.Subset(run.train_src, semi.tile_indices(self.unl_idx, n_u))
     seed = lambda i: semi.stream_seed(c.seed, 1, i)  # noqa: E731
     return pipeline.Streams({"labeled": base.train_stream(c, lab, n_l, seed(0)),
-                             "unlabeled": base.train_stream(c, unl, n_u, seed(1))})
+                             "unlabeled": base.train_stream(c, unl, n_u, seed(1))},
+                            groups=parallel.local_data_devices(run.mesh))
 
   def disc_tx(self, stage: base.Stage) -> optax.GradientTransformation:
     return disc_optimizer(self.config.gan, stage.steps)
@@ -256,6 +270,9 @@ def make_adversarial_step(method: SemiAdversarial, model, tx, d_tx, normalize, b
   discriminators' on the same predictions; state donated, batch split over `data`."""
   c = method.config
   n_l, ignore = method.n_labeled, int(c.loss.ignore_label)
+  # Each device's rows hold its labeled and unlabeled pairs (`pipeline.Streams`).
+  split = functools.partial(parallel.split_streams, sizes=(n_l, int(c.input.batch_size) - n_l),
+                            groups=mesh.devices.size)
   class_weights = tuple(c.loss.class_weights)
   key_data, key_impl = jax.device_get(jax.random.key_data(base_key)), jax.random.key_impl(base_key)
 
@@ -263,14 +280,14 @@ def make_adversarial_step(method: SemiAdversarial, model, tx, d_tx, normalize, b
     rng = jax.random.fold_in(jax.random.wrap_key_data(key_data, impl=key_impl), state.step)
     net_rng, g_rng, d_rng = jax.random.split(rng, 3)
     a, b = normalize(batch["image_a"]), normalize(batch["image_b"])
-    labels_l = batch["label"][:n_l]
+    labels_l = split(batch["label"])[0]
     w = sigmoid_rampup(state.step, ramp_steps)
 
     def g_loss(params):
       out, bs = state_lib.apply_model(model, params, state.batch_stats, a, b, train=True,
                                       rng=net_rng)
       logits = out["logits"]
-      v = Views(logits[:n_l], logits[n_l:], labels_l, a, b, n_l, state.step)
+      v = Views(logits, labels_l, a, b, split, state.step)
       sup = losses.cross_entropy(v.logits_l, labels_l, class_weights=class_weights,
                                  ignore_label=ignore)
       adv, parts = method.generator_loss(state.disc_params, v, w, g_rng)
@@ -280,7 +297,7 @@ def make_adversarial_step(method: SemiAdversarial, model, tx, d_tx, normalize, b
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
 
-    v = Views(logits[:n_l], logits[n_l:], labels_l, a, b, n_l, state.step).stopped()
+    v = Views(logits, labels_l, a, b, split, state.step).stopped()
     (d_loss, d_parts), d_grads = jax.value_and_grad(
         lambda p: method.discriminator_loss(p, v, w, d_rng), has_aux=True)(
             state.disc_params)

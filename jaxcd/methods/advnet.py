@@ -65,7 +65,7 @@ class AdvNet(adv.SemiAdversarial):
       return jnp.float32(0.0), {}
     k_f, k_r = jax.random.split(rng)
     ignore = self.config.loss.ignore_label
-    fake = self.confidence(disc_params, jnp.concatenate([v.probs_l, v.probs_u]), k_f)
+    fake = self.confidence(disc_params, v.probs, k_f)  # all pairs, each device's own
     real = self.confidence(disc_params, adv.one_hot_labels(v.labels_l, ignore), k_r)
     loss_fake = adv.bce_logits(fake, 0.0)
     loss_real = adv.bce_logits(real, 1.0, v.labels_l != ignore)

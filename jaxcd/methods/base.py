@@ -118,9 +118,11 @@ class Predictor(Protocol):
     """BxHxW change score in [0, 1]; > 0.5 exactly where the pixel is classed as change."""
 
 
-def share(part: int, whole: int, pairs: int) -> int:
-  """`part`'s share of `whole` scaled to `pairs`, leaving at least one pair on either side."""
-  return max(1, min(pairs - 1, round(pairs * part / whole)))
+def share(part: int, whole: int, pairs: int, multiple: int = 1) -> int:
+  """`part`'s share of `whole` scaled to `pairs`, in multiples of `multiple` (the devices, which
+  each take an equal share of every stream), leaving at least one multiple on either side."""
+  units = pairs // multiple
+  return multiple * max(1, min(units - 1, round(units * part / whole)))
 
 
 class Method:
@@ -164,9 +166,10 @@ class Method:
     """Pairs in one training batch (all streams)."""
     return int(self.config.input.batch_size)
 
-  def resize_batch(self, pairs: int) -> None:
+  def resize_batch(self, pairs: int, multiple: int = 1) -> None:
     """Sets the config to `pairs` pairs per training batch (`batch_rows`), every stream keeping
-    its share: how `jaxcd.bench --aot` sizes the step to a slice."""
+    its share in multiples of `multiple` (the devices): how `jaxcd.bench --aot` sizes the step
+    to a slice."""
     self.config.input.batch_size = int(pairs)
 
   def make_step(self, model, tx, normalize, mesh, state_shardings, steps_in_stage: int) -> Callable:

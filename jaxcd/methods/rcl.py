@@ -287,9 +287,10 @@ class RCL(base.Method):
   def check_config(self) -> None:
     _check_config(self.config)
 
-  def resize_batch(self, pairs: int) -> None:
+  def resize_batch(self, pairs: int, multiple: int = 1) -> None:
     c = self.config
-    c.rcl.n_labeled = base.share(int(c.rcl.n_labeled), int(c.input.batch_size), pairs)
+    c.rcl.n_labeled = base.share(int(c.rcl.n_labeled), int(c.input.batch_size), pairs,
+                                 multiple)
     c.input.batch_size = pairs
 
   def stages(self, run: base.Run) -> list[base.Stage]:
@@ -384,7 +385,8 @@ class RCL(base.Method):
     lab = pipeline.Subset(run.train_src, semi.tile_indices(self.lab_idx, self.n_l), semi.LABELED)
     unl = pipeline.Subset(pool, semi.tile_indices(np.arange(len(pool)), self.n_u))
     return pipeline.Streams({"labeled": self._stream(lab, self.n_l, 2, 0, self.aug_labeled),
-                             "unlabeled": self._stream(unl, self.n_u, 2, 1, self.aug_unlabeled)})
+                             "unlabeled": self._stream(unl, self.n_u, 2, 1, self.aug_unlabeled)},
+                            groups=parallel.local_data_devices(run.mesh))
 
   def after_step(self, run, loop, step: int) -> bool:
     if self._index(loop.stage) == 1 and step in self.snaps:

@@ -117,15 +117,6 @@ def _check_config(config) -> None:
 
 # --- the training step -------------------------------------------------------------------------
 
-def split_streams(x: jax.Array, n_l: int, n_u: int, processes: int) -> tuple[jax.Array, jax.Array]:
-  """(labeled, unlabeled) rows of a global batch whose every process holds its labeled rows,
-  then its unlabeled ones (`pipeline.Streams`)."""
-  rest = x.shape[1:]
-  per = x.reshape((processes, (n_l + n_u) // processes) + rest)
-  k = n_l // processes
-  return per[:, :k].reshape((n_l,) + rest), per[:, k:].reshape((n_u,) + rest)
-
-
 def perturb(kind: str, key: jax.Array, z_BxhxwxC: jax.Array, mask_BxHxW: jax.Array,
             decode: Callable[[jax.Array], jax.Array], rc, boxes=None) -> jax.Array:
   """The features an auxiliary decoder of perturbation `kind` sees; `decode` (features ->
@@ -181,12 +172,12 @@ def consistency(params: Any, net, z_BxhxwxC: jax.Array, main_logits_BxHxWxK: jax
   return total / len(kinds)
 
 
-def make_apply(net, rc, kinds: list[str], n_l: int, n_u: int, rampup_steps: int,
-               processes: int = 1):
+def make_apply(net, rc, kinds: list[str], n_l: int, n_u: int, rampup_steps: int, groups: int = 1):
   """`steps.make_train_step`'s `apply` for RCR: outputs `logits` (labeled pairs), `consistency`
-  (the unweighted unsupervised loss) and `unsup_weight` (w(t) at this step)."""
+  (the unweighted unsupervised loss) and `unsup_weight` (w(t) at this step). `groups`: the
+  devices on the batch axis (`parallel.split_streams`)."""
   def apply(params, batch_stats, a, b, rng, step):
-    (a_l, a_u), (b_l, b_u) = (split_streams(x, n_l, n_u, processes) for x in (a, b))
+    (a_l, a_u), (b_l, b_u) = (parallel.split_streams(x, (n_l, n_u), groups) for x in (a, b))
     out_l, bs = state_lib.apply_model(net, params, batch_stats, a_l, b_l, train=True, rng=rng)
     out_u, bs = state_lib.apply_model(net, params, bs, a_u, b_u, train=True, rng=rng)
     cons = consistency(params, net, out_u["features"], out_u["logits"], kinds, rc,
@@ -196,11 +187,11 @@ def make_apply(net, rc, kinds: list[str], n_l: int, n_u: int, rampup_steps: int,
   return apply
 
 
-def make_loss(supervised, n_l: int, n_u: int, processes: int = 1):
+def make_loss(supervised, n_l: int, n_u: int, groups: int = 1):
   """(outputs, labels) -> (loss, parts): `supervised` (config.loss) on the labeled pairs plus the
   weighted consistency; the unlabeled pairs' labels are never read."""
   def loss_fn(outputs, labels):
-    ce, parts = supervised(outputs, split_streams(labels, n_l, n_u, processes)[0])
+    ce, parts = supervised(outputs, parallel.split_streams(labels, (n_l, n_u), groups)[0])
     w, cons = outputs["unsup_weight"], outputs["consistency"]
     return ce + w * cons, {**parts, "ce": ce, "consistency": cons, "unsup_weight": w}
   return loss_fn
@@ -224,9 +215,9 @@ class RCR(base.Method):
   def batch_rows(self) -> int:
     return int(self.config.input.batch_size) + int(self.config.rcr.unlabeled_batch_size)
 
-  def resize_batch(self, pairs: int) -> None:
+  def resize_batch(self, pairs: int, multiple: int = 1) -> None:
     c = self.config
-    c.input.batch_size = base.share(int(c.input.batch_size), self.batch_rows(), pairs)
+    c.input.batch_size = base.share(int(c.input.batch_size), self.batch_rows(), pairs, multiple)
     c.rcr.unlabeled_batch_size = pairs - c.input.batch_size
 
   def num_steps(self, unlabeled: int) -> int:
@@ -253,9 +244,9 @@ class RCR(base.Method):
       mult = optim.backbone_multipliers(state_shardings.params, rc.backbone_params,
                                         rc.backbone_lr_mult, "config.rcr")
       tx = optim.with_group_lr(tx, mult, c.optim.weight_decay)
-    n_l, n_u, procs = int(c.input.batch_size), int(rc.unlabeled_batch_size), jax.process_count()
-    apply = make_apply(model, rc, self.kinds, n_l, n_u, int(rc.rampup * steps_in_stage), procs)
-    loss_fn = make_loss(losses.from_config(c.loss), n_l, n_u, procs)
+    n_l, n_u, groups = int(c.input.batch_size), int(rc.unlabeled_batch_size), mesh.devices.size
+    apply = make_apply(model, rc, self.kinds, n_l, n_u, int(rc.rampup * steps_in_stage), groups)
+    loss_fn = make_loss(losses.from_config(c.loss), n_l, n_u, groups)
     return steps_lib.make_train_step(model, tx, loss_fn, normalize, jax.random.key(c.seed), mesh,
                                      state_shardings, apply=apply)
 
@@ -267,7 +258,7 @@ class RCR(base.Method):
         ("unlabeled", self.unl_idx, int(c.rcr.unlabeled_batch_size)))):
       src = pipeline.Subset(run.train_src, semi.tile_indices(np.asarray(idx), batch))
       streams[name] = base.train_stream(c, src, batch, semi.stream_seed(c.seed, 1, i))
-    return pipeline.Streams(streams)
+    return pipeline.Streams(streams, groups=parallel.local_data_devices(run.mesh))
 
 
 METHOD = RCR

@@ -185,3 +185,28 @@ def test_two_streams_are_process_invariant_and_checkpointable():
   with pytest.raises(DataError, match="data streams"):
     pipeline.Streams({"labeled": streams(0, 1)["labeled"]}).set_state(state)
   np.testing.assert_array_equal(semi.tile_indices(np.array([3, 5]), 5), [3, 5, 3, 5, 3, 5])
+
+
+def test_streams_lay_out_each_devices_share_and_split_back_per_device():
+  """2 processes x 2 devices, 4 labeled and 2 unlabeled pairs per process: every device holds 2
+  labeled then 1 unlabeled pair, and `parallel.split_streams` on the global batch gives each
+  stream's global batch (process 0's rows, then process 1's) without crossing devices."""
+  import jax.numpy as jnp
+  from jaxcd import parallel
+  # Row values: 100 x stream + 10 x process + index within the process's batch.
+  local = {p: {"labeled": iter([{"x": 100 + 10 * p + np.arange(4)}]),
+               "unlabeled": iter([{"x": 200 + 10 * p + np.arange(2)}])} for p in (0, 1)}
+  host = [next(pipeline.Streams(local[p], groups=2))["x"] for p in (0, 1)]
+  assert host[0].tolist() == [100, 101, 200, 102, 103, 201]
+  global_rows = np.concatenate(host)
+  devices = global_rows.reshape(4, 3)  # a 1-D data mesh: device d holds rows 3d .. 3d+2
+  assert all(sorted(d // 100 for d in rows) == [1, 1, 2] for rows in devices.tolist())
+  lab, unl = parallel.split_streams(jnp.asarray(global_rows), (8, 4), groups=4)
+  assert lab.tolist() == [100, 101, 102, 103, 110, 111, 112, 113]
+  assert unl.tolist() == [200, 201, 210, 211]
+  # One group is the old layout, every stream whole.
+  one = {"labeled": iter([{"x": np.arange(4)}]), "unlabeled": iter([{"x": np.arange(2) + 9}])}
+  assert next(pipeline.Streams(one))["x"].tolist() == [0, 1, 2, 3, 9, 10]
+  odd = {"labeled": iter([{"x": np.arange(3)}]), "unlabeled": iter([{"x": np.arange(2)}])}
+  with pytest.raises(ConfigError, match="'labeled' stream's 3 pairs per process"):
+    next(pipeline.Streams(odd, groups=2))

@@ -148,8 +148,9 @@ def test_advnet_generator_loss_by_hand():
                           jax.ShapeDtypeStruct((1, 32, 32, channels), jnp.float32))["params"]
   params = {"d": jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)}
   logits = jnp.zeros((2, 32, 32, 2)).at[..., 1].set(math.log(3.0))  # p(change) = 3/4
-  v = adv.Views(logits[:1], logits[1:], jnp.zeros((1, 32, 32), jnp.int32),
-                jnp.zeros((2, 32, 32, 3)), jnp.zeros((2, 32, 32, 3)), 1, jnp.int32(5))
+  split = lambda x: [x[:1], x[1:]]  # noqa: E731  (one device: labeled, then unlabeled)
+  v = adv.Views(logits, jnp.zeros((1, 32, 32), jnp.int32), jnp.zeros((2, 32, 32, 3)),
+                jnp.zeros((2, 32, 32, 3)), split, jnp.int32(5))
   loss, parts = jax.jit(lambda p: method.generator_loss(p, v, jnp.float32(1.0),
                                                        jax.random.key(1)))(params)
   a = c.advnet

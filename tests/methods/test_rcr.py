@@ -81,15 +81,6 @@ def test_consistency_loss_and_ramp_by_hand():
   assert float(parts["ce"]) == pytest.approx(math.log(2), rel=1e-6)
 
 
-def test_split_streams_per_process():
-  # 2 processes, each [2 labeled | 1 unlabeled]: rows 0,1 | 2 | 3,4 | 5
-  x = jnp.arange(6)
-  lab, unl = rcr.split_streams(x, 4, 2, processes=2)
-  assert lab.tolist() == [0, 1, 3, 4] and unl.tolist() == [2, 5]
-  lab, unl = rcr.split_streams(x, 4, 2, processes=1)
-  assert lab.tolist() == [0, 1, 2, 3] and unl.tolist() == [4, 5]
-
-
 # --- perturbations -------------------------------------------------------------------------------
 
 def _z(shape=(2, 8, 8, 16), seed=0):

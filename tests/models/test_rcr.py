@@ -155,6 +155,19 @@ def test_adaptive_avg_pool_matches_definition(hw, bins):
     for c in range(3):
       np.testing.assert_allclose(got[n, :, :, c], adaptive_pool_loops(x[n, :, :, c], bins, bins),
                                  rtol=1e-6, atol=1e-6)
+  # bf16: the same bins within bf16's rounding (the row sums and the result rounded once each),
+  # and only bf16 matmul operands in the program (no float32 matmul, no cast of the whole map).
+  xb = jnp.asarray(x, jnp.bfloat16)
+  got = np.asarray(adaptive_avg_pool(xb, (bins, bins)), np.float32)
+  xr = np.asarray(xb, np.float32)
+  for n in range(2):
+    for c in range(3):
+      want = adaptive_pool_loops(xr[n, :, :, c], bins, bins)
+      np.testing.assert_allclose(got[n, :, :, c], want, rtol=2 ** -7, atol=2 ** -7)
+  hlo = jax.jit(lambda x: adaptive_avg_pool(x, (bins, bins))).lower(xb).as_text()
+  dots = [line for line in hlo.splitlines() if "dot_general" in line]
+  assert len(dots) == 2 and all("tensor<" in d and "xf32>" not in d.split(":")[-1].split("->")[0]
+                                for d in dots), dots
 
 
 def test_adaptive_pool_and_resize_match_torch():
