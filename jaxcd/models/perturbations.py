@@ -16,6 +16,8 @@ import jax.numpy as jnp
 def nearest_down(mask_BxHxW: jax.Array, hw: tuple[int, int]) -> jax.Array:
   """torch `F.interpolate(mode='nearest')` of a B x H x W map to B x h x w."""
   _, H, W = mask_BxHxW.shape
+  if H % hw[0] == 0 and W % hw[1] == 0:  # the same pixels as a strided slice, not a gather
+    return mask_BxHxW[:, ::H // hw[0], ::W // hw[1]]
   rows = (jnp.arange(hw[0]) * H) // hw[0]
   cols = (jnp.arange(hw[1]) * W) // hw[1]
   return mask_BxHxW[:, rows][:, :, cols]
@@ -92,23 +94,41 @@ def _randint(key: jax.Array, bb_N: jax.Array, share: float) -> jax.Array:
   return jnp.floor(jax.random.uniform(key, bb_N.shape) * high).astype(jnp.int32)
 
 
+def max_cut_components(hw: tuple[int, int], min_boundary: int) -> int:
+  """How many components can be cut at most: each has more than `min_boundary` boundary pixels,
+  so at least min_boundary + 1 pixels, and components do not overlap."""
+  return max(1, (hw[0] * hw[1]) // (min_boundary + 1))
+
+
 def component_boxes(mask_HxW: jax.Array, min_boundary: int = 50) -> dict[str, jax.Array]:
-  """Bounding boxes of the 8-connected components of `mask_HxW`, one slot per possible label
-  (H*W + 1): rows r0..r1, columns c0..c1, and `cut`, true for the components with more than
-  `min_boundary` boundary pixels. The code keeps components whose cv2 contour
-  (CHAIN_APPROX_SIMPLE) has more than 50 points; that count has no array form, and the boundary
-  pixel count bounds it from above, so a few more (smooth, straight-edged) components are cut."""
+  """Bounding boxes of the 8-connected components of `mask_HxW` with more than `min_boundary`
+  boundary pixels (the ones to cut), in `max_cut_components` slots, the components in label
+  order, then empty slots (`cut` false): rows r0..r1, columns c0..c1. The code keeps the
+  components whose cv2 contour (CHAIN_APPROX_SIMPLE) has more than 50 points; that count has no
+  array form, and the boundary pixel count bounds it from above, so a few more (smooth,
+  straight-edged) components are cut.
+
+  By sorting the pixels by label, not by segment sums and minima: those are scatters, which TPUs
+  offload to their SparseCores, where XLA's cost model has no estimate and libtpu 0.0.42.1's
+  compiler aborts on large batches."""
   h, w = mask_HxW.shape
-  n = h * w + 1
-  lab = connected_components(mask_HxW).reshape(-1)
-  rows, cols = jnp.repeat(jnp.arange(h), w), jnp.tile(jnp.arange(w), h)
-  big = jnp.iinfo(jnp.int32).max
-  edge = jax.ops.segment_sum(_boundary(mask_HxW).reshape(-1).astype(jnp.int32), lab, n)
-  return {"r0": jax.ops.segment_min(jnp.where(lab > 0, rows, big), lab, n),
-          "r1": jax.ops.segment_max(jnp.where(lab > 0, rows, -1), lab, n),
-          "c0": jax.ops.segment_min(jnp.where(lab > 0, cols, big), lab, n),
-          "c1": jax.ops.segment_max(jnp.where(lab > 0, cols, -1), lab, n),
-          "cut": (jnp.arange(n) > 0) & (edge > min_boundary)}
+  n = h * w
+  label = connected_components(mask_HxW).reshape(-1)
+  flat = jnp.arange(n, dtype=jnp.int32)
+  edge = _boundary(mask_HxW).reshape(-1).astype(jnp.int32)
+  # Each label's pixels together, in index order (rows ascending), then by column.
+  lab, idx, edge = jax.lax.sort((label, flat, edge), num_keys=1, is_stable=True)
+  col = jax.lax.sort((label, flat % w), num_keys=2)[1]
+  first = jnp.concatenate([jnp.ones((1,), bool), lab[1:] != lab[:-1]])
+  last = jnp.concatenate([lab[1:] != lab[:-1], jnp.ones((1,), bool)])
+  start = jax.lax.cummax(jnp.where(first, flat, 0))  # the position of each pixel's label's first
+  total = jnp.cumsum(edge)
+  before = jnp.concatenate([jnp.zeros((1,), total.dtype),
+                            jax.lax.cummax(jnp.where(last, total, 0))[:-1]])
+  cut = last & (lab > 0) & (total - before > min_boundary)  # at each component's last pixel
+  _, at = jax.lax.top_k(cut.astype(jnp.int32), min(n, max_cut_components((h, w), min_boundary)))
+  return {"r0": idx[start[at]] // w, "r1": idx[at] // w, "c0": col[start[at]], "c1": col[at],
+          "cut": cut[at]}
 
 
 def cutout_keep(key: jax.Array, boxes: dict[str, jax.Array], hw: tuple[int, int],
@@ -124,14 +144,13 @@ def cutout_keep(key: jax.Array, boxes: dict[str, jax.Array], hw: tuple[int, int]
   left = boxes["c0"] + _randint(kw, bb_w, 1 - erase)
   bottom = top + jnp.floor(bb_h * erase).astype(jnp.int32)
   right = left + jnp.floor(bb_w * erase).astype(jnp.int32)
-  # Boxes painted by a 2-D difference array: +1 at the box's corners (top, left), (bottom,
-  # right), -1 at the other two; its 2-D cumulative sum is > 0 exactly inside some box.
-  wt = cut.astype(jnp.int32)
-  top, left, bottom, right = (jnp.where(cut, v, 0) for v in (top, left, bottom, right))
-  d = jnp.zeros((h + 1, w + 1), jnp.int32)
-  d = d.at[top, left].add(wt).at[top, right].add(-wt).at[bottom, left].add(-wt)
-  d = d.at[bottom, right].add(wt)
-  inside = jnp.cumsum(jnp.cumsum(d, axis=0), axis=1)[:h, :w] > 0
+  # Pixel (i, j) is inside a box k when rows_k(i) and cols_k(j): one matmul of the 0/1 row and
+  # column indicators of the boxes (exact in bf16, summed in float32), no scatter.
+  i, j = jnp.arange(h), jnp.arange(w)
+  rows_KxH = cut[:, None] & (top[:, None] <= i) & (i < bottom[:, None])
+  cols_KxW = (left[:, None] <= j) & (j < right[:, None])
+  inside = jnp.einsum("kh,kw->hw", rows_KxH.astype(jnp.bfloat16), cols_KxW.astype(jnp.bfloat16),
+                      preferred_element_type=jnp.float32) > 0
   return 1.0 - inside.astype(jnp.float32)
 
 

@@ -141,6 +141,34 @@ def test_connected_components_match_scipy_with_8_connectivity():
   assert len(pairs) == n == len({a for a, _ in pairs})  # the same partition
 
 
+@pytest.mark.parametrize("min_boundary", [0, 10, 50])
+def test_component_boxes_match_scipy_without_scatters(min_boundary):
+  """The boxes of the components with more than `min_boundary` boundary pixels (4-neighbour
+  outside the mask or the image), in label order, against scipy's labels and boxes; and no
+  scatter in the program (TPUs offload scatters to SparseCores, where XLA's cost model has no
+  step time and libtpu's compiler aborted on RCR's large batches)."""
+  ndimage = pytest.importorskip("scipy.ndimage")
+  rng = np.random.default_rng(min_boundary)
+  boxes_fn = jax.jit(pert.component_boxes, static_argnums=1)
+  for t in range(3):
+    mask = ndimage.binary_dilation(rng.random((64, 64)) < 0.02, iterations=t + 1)
+    boxes = {k: np.asarray(v) for k, v in boxes_fn(jnp.asarray(mask), min_boundary).items()}
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    plus = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+    boundary = mask & ~ndimage.binary_erosion(mask, structure=plus, border_value=0)
+    want = sorted((np.flatnonzero(lab.reshape(-1) == k).max(), sl[0].start, sl[0].stop - 1,
+                   sl[1].start, sl[1].stop - 1)
+                  for k, sl in enumerate(ndimage.find_objects(lab), 1)
+                  if boundary[lab == k].sum() > min_boundary)
+    cut = boxes["cut"]
+    got = list(zip(*(boxes[k][cut].tolist() for k in ("r0", "r1", "c0", "c1"))))
+    assert n > 1 and got == [w[1:] for w in want]
+    assert not cut[len(want):].any()  # the cut components fill the first slots
+  hlo = jax.jit(lambda m, k: pert.cutout_keep(k, pert.component_boxes(m, 50), (64, 64))).lower(
+      jnp.asarray(mask), jax.random.key(0)).as_text()
+  assert "scatter" not in hlo
+
+
 def test_guided_cutout_erases_one_box_inside_each_large_component():
   mask = np.zeros((64, 64), bool)
   mask[4:34, 10:40] = True  # 30 x 30 square: 116 boundary pixels, bb 29 -> box 11 x 11
