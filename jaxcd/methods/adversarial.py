@@ -5,8 +5,9 @@ branch per method). Not a method itself: each method file subclasses `SemiAdvers
 Data: the labeled/unlabeled split of RCL (`semi.labeled_split`: the same fraction and seed give
 the same labeled pairs, so Sup. only, RCL and these rows train on one split). Every batch is
 `gan.n_labeled` labeled pairs and `input.batch_size - gan.n_labeled` unlabeled ones, from two
-grain streams (`pipeline.Streams`, each device's share of both together), both with the weak augmentation `input.augment`. The labels
-of the unlabeled pairs ride along in the batch and are never read.
+grain streams (`pipeline.Streams`: each device holds its share of both), both with the weak
+augmentation `input.augment`. The labels of the unlabeled pairs ride along in the batch and are
+never read.
 
 One jitted step, two optimizers (`state.AdversarialState`): the network (the generator) goes
 through the whole batch once; its loss is CE on the labeled pairs plus the method's adversarial
