@@ -126,7 +126,10 @@ def component_boxes(mask_HxW: jax.Array, min_boundary: int = 50) -> dict[str, ja
   before = jnp.concatenate([jnp.zeros((1,), total.dtype),
                             jax.lax.cummax(jnp.where(last, total, 0))[:-1]])
   cut = last & (lab > 0) & (total - before > min_boundary)  # at each component's last pixel
-  _, at = jax.lax.top_k(cut.astype(jnp.int32), min(n, max_cut_components((h, w), min_boundary)))
+  # The cut components' last pixels first, in order (a stable sort: `top_k` under `vmap` makes
+  # the SPMD partitioner gather the batch).
+  at = jax.lax.sort((jnp.logical_not(cut).astype(jnp.int32), flat), num_keys=1,
+                    is_stable=True)[1][:min(n, max_cut_components((h, w), min_boundary))]
   return {"r0": idx[start[at]] // w, "r1": idx[at] // w, "c0": col[start[at]], "c1": col[at],
           "cut": cut[at]}
 
