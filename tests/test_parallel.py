@@ -38,9 +38,7 @@ def test_two_stream_steps_move_no_rows_between_devices():
   statistics. Splitting [all labeled; all unlabeled] instead compiles to 10 collective-permutes
   (and AdvNet's [p_l; p_u] concatenation to all-to-alls)."""
   import json
-  proc = subprocess.run([sys.executable, str(REPO / "tests" / "stream_layout_check.py"), "rcr",
-                         "advnet"], cwd=REPO, capture_output=True, text=True, timeout=900)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+  proc = _run([sys.executable, str(REPO / "tests" / "stream_layout_check.py"), "rcr", "advnet"])
   r = json.loads(proc.stdout.strip().splitlines()[-1])
   for method, ops in r.items():
     assert ops["all-reduce"]["count"] > 0, method  # partitioned over the 4 devices

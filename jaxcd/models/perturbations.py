@@ -119,8 +119,8 @@ def component_boxes(mask_HxW: jax.Array, min_boundary: int = 50) -> dict[str, ja
   # Each label's pixels together, in index order (rows ascending), then by column.
   lab, idx, edge = jax.lax.sort((label, flat, edge), num_keys=1, is_stable=True)
   col = jax.lax.sort((label, flat % w), num_keys=2)[1]
-  first = jnp.concatenate([jnp.ones((1,), bool), lab[1:] != lab[:-1]])
-  last = jnp.concatenate([lab[1:] != lab[:-1], jnp.ones((1,), bool)])
+  change, one = lab[1:] != lab[:-1], jnp.ones((1,), bool)
+  first, last = jnp.concatenate([one, change]), jnp.concatenate([change, one])
   start = jax.lax.cummax(jnp.where(first, flat, 0))  # the position of each pixel's label's first
   total = jnp.cumsum(edge)
   before = jnp.concatenate([jnp.zeros((1,), total.dtype),
