@@ -19,7 +19,9 @@ runs).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import inspect
+import json
 import math
 import os
 import re
@@ -345,13 +347,72 @@ def _from_hlo(compiled) -> dict[str, Any]:
 
 # --- entry points ---------------------------------------------------------------------------------
 
+def compile_key(topology: str, config, batch_per_chip: int,
+                compiler_options: dict[str, Any] | None = None) -> str:
+  """What makes one compile's report: the topology, the batch per chip, the whole config, the
+  compiler options and the jax and libtpu versions."""
+  from importlib import metadata
+  libtpu = metadata.version("libtpu") if libtpu_available() else None
+  text = json.dumps([topology, batch_per_chip, json.loads(config.to_json_best_effort()),
+                     compiler_options or {}, jax.__version__, libtpu], sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_log(path: str) -> dict[str, dict[str, Any]]:
+  """The reports of an --aot_log file by `key` (none if it does not exist yet)."""
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path) as f:
+      lines = f.readlines()
+  except (OSError, UnicodeDecodeError) as e:
+    raise ConfigError(f"--aot_log {path}: cannot read it ({one_line(e)})") from None
+  out = {}
+  for i, line in enumerate(lines, 1):
+    try:
+      r = json.loads(line) if line.strip() else {}
+    except json.JSONDecodeError as e:
+      raise ConfigError(f"--aot_log {path}: line {i} is not a JSON report ({e.msg})") from None
+    if not isinstance(r, dict):
+      raise ConfigError(f"--aot_log {path}: line {i} is not a JSON object")
+    if "key" in r:
+      out[r["key"]] = r
+  return out
+
+
+def check_log(path: str) -> None:
+  """A bad --aot_log says so before the first compile (hours may follow), not after it."""
+  read_log(path)
+  try:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a"):
+      pass
+  except OSError as e:
+    raise ConfigError(f"--aot_log {path}: cannot append to it ({e.strerror})") from None
+
+
 def compile_step(topology: str, config, batch_per_chip: int,
-                 compiler_options: dict[str, Any] | None = None) -> dict[str, Any]:
+                 compiler_options: dict[str, Any] | None = None,
+                 log: str | None = None) -> dict[str, Any]:
   """Compiles the trainer's step for `topology` at `batch_per_chip` pairs per chip; its report.
   `compiler_options` (e.g. FAST_COMPILE) compile a different program than training runs: the
-  report names them, and its estimates and HBM are that program's."""
+  report names them, and its estimates and HBM are that program's. `log`: a JSON-lines file
+  where each report is appended and whence a compile of the same `compile_key` is read back
+  instead of compiled again, so a search cut off after hours of probes resumes where it stopped."""
   if batch_per_chip <= 0:
     raise ConfigError(f"--batch_per_chip must be positive, got {batch_per_chip}")
+  key = compile_key(topology, config, batch_per_chip, compiler_options)
+  if log and key in (earlier := read_log(log)):
+    return dict(earlier[key], from_log=log)
+  r = dict(_compile(topology, config, batch_per_chip, compiler_options), key=key)
+  if log:
+    with open(log, "a") as f:
+      f.write(json.dumps(r) + "\n")
+  return r
+
+
+def _compile(topology: str, config, batch_per_chip: int,
+             compiler_options: dict[str, Any] | None) -> dict[str, Any]:
   devices = topology_devices(topology)
   mesh = parallel.make_mesh(devices)
   global_batch = batch_per_chip * len(devices)
@@ -385,12 +446,14 @@ def _host() -> str:
 def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
               report: Callable[[dict], None] | None = None,
               known: dict[int, dict] | None = None,
-              compiler_options: dict[str, Any] | None = None) -> dict[str, Any]:
+              compiler_options: dict[str, Any] | None = None,
+              log: str | None = None) -> dict[str, Any]:
   """The largest batch per chip whose compiled step fits the chip's HBM. Each probe compiles, so
   the probes follow the memory line through the two probes nearest the capacity (HBM grows about
   linearly with the batch: from `start` and 2 x `start`, usually two more probes settle it: the
   predicted batch fits and one more does not), falling back to doubling and bisection whenever
-  the line misleads. `known`: reports already compiled for `topology` (batch per chip -> report)."""
+  the line misleads. `known`: reports already compiled for `topology` (batch per chip -> report),
+  each a point of the line from the start."""
   probes: dict[int, dict] = {}
   lo, hi = 0, None  # the largest batch that fits; the smallest that does not
 
@@ -399,7 +462,7 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
     if known and b in known:
       probes[b] = known[b]
     else:
-      probes[b] = compile_step(topology, config, b, compiler_options)
+      probes[b] = compile_step(topology, config, b, compiler_options, log)
       if report:
         report(probes[b])
     if probes[b]["fits_hbm"]:
@@ -417,6 +480,9 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
       return None
     return b1 + math.floor((cap - t1) / ((t2 - t1) / (b2 - b1)))
 
+  for b in sorted(known or {}):
+    if b <= limit:
+      probe(b)
   last, expect = min(start, limit), None  # the last probe, and what the line said of it
   probe(last)
   while not (hi is not None and hi - lo <= 1) and not (hi is None and lo >= limit):
@@ -438,7 +504,8 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
 
 def scaling(generation: str, config, batch_per_chip: int, chips=(4, 16, 64, 256),
             report: Callable[[dict], None] | None = None,
-            compiler_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+            compiler_options: dict[str, Any] | None = None,
+            log: str | None = None) -> list[dict[str, Any]]:
   """Weak scaling: the same batch per chip compiled for each chip count of `generation`."""
   if generation not in SCALING:
     raise ConfigError(f"--aot {generation!r} with --aot_scaling: give a generation, one of "
@@ -448,7 +515,8 @@ def scaling(generation: str, config, batch_per_chip: int, chips=(4, 16, 64, 256)
                       f"got {','.join(map(str, chips))}")
   out = []
   for n in chips:
-    r = compile_step(SCALING[generation][n], config, batch_per_chip, compiler_options)
+    r = compile_step(SCALING[generation][n], config, batch_per_chip, compiler_options,
+                     log)
     out.append(r)
     if report:
       report(r)
@@ -470,6 +538,8 @@ def describe(r: dict[str, Any]) -> str:
                   for k, v in r.get("suspects", {}).items() if v["count"])
   mb = f"; suspects: {sus}" if sus else ""
   mb += (f"; largest batch/chip {r['max_batch_per_chip']}" if "max_batch_per_chip" in r else "")
+  if r.get("from_log"):
+    mb += f"; read back from {r['from_log']}"
   if r.get("compiler_options"):
     mb += f"; compiler options {r['compiler_options']} (not the training program)"
   return (f"{r['model']} ({r['method']}) on {r['topology']} ({r['chips']} x {r['device_kind']}), "

@@ -197,7 +197,7 @@ def test_max_batch_finds_the_largest_batch_that_fits(monkeypatch, name, hbm):
   memory lines straight or not, and a compile that fails outright past some batch."""
   cap, limit, probes = 100_000, 1024, []
 
-  def compile_step(topology, config, b, compiler_options=None):
+  def compile_step(topology, config, b, compiler_options=None, log=None):
     probes.append(b)
     if hbm(b) is None:
       return {"kind": "aot", "topology": topology, "batch_per_chip": b, "fits_hbm": False,
@@ -219,7 +219,7 @@ def test_aot_flags_reach_the_compiles(monkeypatch, capsys):
   scaling's own first compile, not compiled again) as `bench` hands them to `aot`."""
   calls = []
 
-  def compile_step(topology, config, b, compiler_options=None):
+  def compile_step(topology, config, b, compiler_options=None, log=None):
     calls.append((topology, b, compiler_options))
     n = {"v5p:2x2x1": 4, "v5p:4x4x4": 64}[topology]
     return {"kind": "aot", "topology": topology, "model": "m", "method": "supervised",
@@ -236,3 +236,48 @@ def test_aot_flags_reach_the_compiles(monkeypatch, capsys):
   assert all(c[2] == aot.FAST_COMPILE for c in calls)
   assert rs[-1]["max_batch_per_chip"] == 10 and len(rs) == 3
   assert "largest batch/chip 10" in capsys.readouterr().out
+
+
+def test_aot_log_resumes_a_search_that_was_cut_off(tmp_path, monkeypatch, capsys):
+  """--aot_log: a --max_batch search killed during its third compile compiles, when run again,
+  only what it had not finished; a different program (another dtype) is compiled afresh; a bad
+  log file fails before any compile."""
+  compiled, cut_at = [], [243]
+
+  def fake_compile(topology, config, b, compiler_options):
+    compiled.append(b)
+    if b in cut_at:
+      raise KeyboardInterrupt  # the search killed while this compile runs
+    total = 5000 + 390 * b
+    return {"kind": "aot", "topology": topology, "model": config.model.name, "method": "m",
+            "chips": 4, "device_kind": "TPU v5", "batch_per_chip": b, "dtype": config.dtype,
+            "fits_hbm": total <= 100_000, "flops_per_chip": 1e12, "est_step_s": None,
+            "hbm_per_chip_bytes": {"total": total, "capacity": 100_000, "temporaries": 0},
+            "collectives": {}, "compile_s": 1.0, "suspects": {}}
+  monkeypatch.setattr(aot, "_compile", fake_compile)
+  log = str(tmp_path / "runs" / "probes.jsonl")  # its folder made
+  cmd = ["--aot", "v5p:2x2x1", "--model", "test_aot_two_conv", "--size", str(SIZE),
+         "--dtype", "bfloat16", "--max_batch", "--aot_log", log]
+  with pytest.raises(KeyboardInterrupt):
+    bench.run(cmd)
+  assert compiled == [8, 16, 243]
+  with open(log) as f:
+    assert [json.loads(line)["batch_per_chip"] for line in f] == [8, 16]
+  compiled.clear(), cut_at.clear()
+  r = bench.run(cmd)[0]
+  assert compiled == [243, 244] and r["max_batch_per_chip"] == 243
+  assert capsys.readouterr().err.count(f"read back from {log}") == 2
+  compiled.clear()
+  bench.run(cmd[:-3] + ["--aot_log", log])  # the same program, one compile: read back
+  assert compiled == []
+  bench.run([("float32" if a == "bfloat16" else a) for a in cmd])
+  assert compiled[:2] == [8, 16]
+
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text(json.dumps({"key": "k"}) + "\n{not json\n")
+  compiled.clear()
+  with pytest.raises(ConfigError, match=f"--aot_log {bad}: line 2 is not a JSON report"):
+    bench.run(cmd[:-1] + [str(bad)])
+  with pytest.raises(ConfigError, match=f"--aot_log {tmp_path}: cannot"):
+    bench.run(cmd[:-1] + [str(tmp_path)])
+  assert compiled == []
