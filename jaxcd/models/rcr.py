@@ -61,22 +61,21 @@ def adaptive_pool_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 def adaptive_avg_pool(x_BxHxWxC: jax.Array, out_hw: Sequence[int]) -> jax.Array:
   """torch `AdaptiveAvgPool2d(out_hw)` in NHWC, for any input size. float32 pools at HIGHEST
-  precision; bf16 sums its bins with 0/1 matrices (exact in bf16) on the matrix units,
-  accumulating in float32 (the row sums rounded once to bf16), then divides in float32: the
-  float32 version's cast of the whole feature map and its float32 matmuls cost more than the
-  rest of the pyramid."""
+  precision; bf16 sums its bins with 0/1 matrices (exact in bf16) on the matrix units, which
+  accumulate in float32 and round each sum once to bf16 (the row sums, then the bins'), then
+  divides in float32: the float32 version's cast of the whole feature map and its float32 matmuls
+  cost more than the rest of the pyramid, and a float32 result would make the gradient's
+  matmuls float32 too."""
   _, h, w, _ = x_BxHxWxC.shape
   dt = x_BxHxWxC.dtype
   mh, mw = adaptive_pool_matrix(h, out_hw[0]), adaptive_pool_matrix(w, out_hw[1])
   if jnp.promote_types(dt, jnp.float32) == dt:
     return jnp.einsum("oh,bhwc,pw->bopc", mh.astype(dt), x_BxHxWxC, mw.astype(dt),
                       precision=jax.lax.Precision.HIGHEST)
-  rows = jnp.einsum("oh,bhwc->bowc", (mh > 0).astype(dt), x_BxHxWxC,
-                    preferred_element_type=jnp.float32)
-  sums = jnp.einsum("bowc,pw->bopc", rows.astype(dt), (mw > 0).astype(dt),
-                    preferred_element_type=jnp.float32)
+  rows = jnp.einsum("oh,bhwc->bowc", (mh > 0).astype(dt), x_BxHxWxC)
+  sums = jnp.einsum("bowc,pw->bopc", rows, (mw > 0).astype(dt))
   scale = np.outer(mh.max(axis=1), mw.max(axis=1)).astype(np.float32)  # 1 / bin sizes
-  return (sums * scale[:, :, None]).astype(dt)
+  return (sums.astype(jnp.float32) * scale[:, :, None]).astype(dt)
 
 
 def resize_bilinear(x_BxHxWxC: jax.Array, out_hw: Sequence[int]) -> jax.Array:

@@ -155,8 +155,9 @@ def test_adaptive_avg_pool_matches_definition(hw, bins):
     for c in range(3):
       np.testing.assert_allclose(got[n, :, :, c], adaptive_pool_loops(x[n, :, :, c], bins, bins),
                                  rtol=1e-6, atol=1e-6)
-  # bf16: the same bins within bf16's rounding (the row sums and the result rounded once each),
-  # and only bf16 matmul operands in the program (no float32 matmul, no cast of the whole map).
+  # bf16: the same bins within bf16's rounding (the row sums, the bin sums and the result rounded
+  # once each), and only bf16 matmul operands in the program and in its gradient's (no float32
+  # matmul, no cast of the whole map).
   xb = jnp.asarray(x, jnp.bfloat16)
   got = np.asarray(adaptive_avg_pool(xb, (bins, bins)), np.float32)
   xr = np.asarray(xb, np.float32)
@@ -168,6 +169,10 @@ def test_adaptive_avg_pool_matches_definition(hw, bins):
   dots = [line for line in hlo.splitlines() if "dot_general" in line]
   assert len(dots) == 2 and all("tensor<" in d and "xf32>" not in d.split(":")[-1].split("->")[0]
                                 for d in dots), dots
+  r = jnp.asarray(np.random.default_rng(1).standard_normal((2, bins, bins, 3)), jnp.float32)
+  grad = jax.grad(lambda x: jnp.sum(adaptive_avg_pool(x, (bins, bins)).astype(jnp.float32) * r))
+  dots = [line for line in jax.jit(grad).lower(xb).as_text().splitlines() if "dot_general" in line]
+  assert len(dots) == 2 and all("xf32>" not in d.split(":")[-1].split("->")[0] for d in dots), dots
 
 
 def test_adaptive_pool_and_resize_match_torch():
