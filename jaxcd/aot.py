@@ -19,6 +19,7 @@ runs).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
 import json
@@ -350,12 +351,28 @@ def _from_hlo(compiled) -> dict[str, Any]:
 def compile_key(topology: str, config, batch_per_chip: int,
                 compiler_options: dict[str, Any] | None = None) -> str:
   """What makes one compile's report: the topology, the batch per chip, the whole config, the
-  compiler options and the jax and libtpu versions."""
+  compiler options, the jax and libtpu versions and jaxcd's own source."""
   from importlib import metadata
   libtpu = metadata.version("libtpu") if libtpu_available() else None
   text = json.dumps([topology, batch_per_chip, json.loads(config.to_json_best_effort()),
-                     compiler_options or {}, jax.__version__, libtpu], sort_keys=True)
+                     compiler_options or {}, jax.__version__, libtpu, _source_digest()],
+                    sort_keys=True)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def _source_digest() -> str:
+  """jaxcd's Python sources: an edited model or method compiles to another program."""
+  root = os.path.dirname(os.path.abspath(__file__))
+  h = hashlib.sha256()
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    for name in sorted(f for f in filenames if f.endswith(".py")):
+      path = os.path.join(dirpath, name)
+      h.update(os.path.relpath(path, root).encode())
+      with open(path, "rb") as f:
+        h.update(f.read())
+  return h.hexdigest()
 
 
 def read_log(path: str) -> dict[str, dict[str, Any]]:

@@ -240,8 +240,8 @@ def test_aot_flags_reach_the_compiles(monkeypatch, capsys):
 
 def test_aot_log_resumes_a_search_that_was_cut_off(tmp_path, monkeypatch, capsys):
   """--aot_log: a --max_batch search killed during its third compile compiles, when run again,
-  only what it had not finished; a different program (another dtype) is compiled afresh; a bad
-  log file fails before any compile."""
+  only what it had not finished; a different program (another dtype, edited sources) is compiled
+  afresh; a bad log file fails before any compile."""
   compiled, cut_at = [], [243]
 
   def fake_compile(topology, config, b, compiler_options):
@@ -271,6 +271,10 @@ def test_aot_log_resumes_a_search_that_was_cut_off(tmp_path, monkeypatch, capsys
   bench.run(cmd[:-3] + ["--aot_log", log])  # the same program, one compile: read back
   assert compiled == []
   bench.run([("float32" if a == "bfloat16" else a) for a in cmd])
+  assert compiled[:2] == [8, 16]
+  compiled.clear()
+  monkeypatch.setattr(aot, "_source_digest", lambda: "jaxcd edited")
+  bench.run(cmd)  # another program: jaxcd's sources changed
   assert compiled[:2] == [8, 16]
 
   bad = tmp_path / "bad.jsonl"
