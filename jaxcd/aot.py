@@ -437,23 +437,24 @@ def _compile(topology: str, config, batch_per_chip: int,
   ts = train_step(config, mesh, global_batch)
   lowered = ts.step.lower(ts.state, ts.batch)
   lower_s = time.perf_counter() - t0
+  size = ts.batch["image_a"].shape[1] if "image_a" in ts.batch else None
+  head = {"kind": "aot", "topology": topology, "model": config.model.name, "method": ts.method,
+          "stage": ts.stage, "dtype": config.dtype, "size": size, "chips": len(devices),
+          "global_batch": global_batch, "batch_per_chip": batch_per_chip}
+  tail = {"compiler_options": dict(compiler_options or {}), "compiled_on": _host()}
   t0, cpu0 = time.perf_counter(), time.process_time()
   try:
     compiled = lowered.compile(compiler_options=compiler_options or None)
   except Exception as e:  # noqa: BLE001
     if "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower():
-      return {"kind": "aot", "topology": topology, "chips": len(devices),
-              "global_batch": global_batch, "batch_per_chip": batch_per_chip, "fits_hbm": False,
-              "compile_error": one_line(e)[:300], "compile_s": time.perf_counter() - t0}
+      return {**head, "fits_hbm": False, "compile_error": one_line(e)[:300],
+              "lower_s": lower_s, "compile_s": time.perf_counter() - t0,
+              "compile_cpu_s": time.process_time() - cpu0, **tail}
     raise
   # CPU seconds (all threads): on a shared machine the wall time says more about the neighbours.
   compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
-  size = ts.batch["image_a"].shape[1] if "image_a" in ts.batch else None
-  return {"kind": "aot", "topology": topology, "model": config.model.name,
-          "method": ts.method, "stage": ts.stage, "dtype": config.dtype, "size": size,
-          **analyse(compiled, devices, global_batch),
-          "lower_s": lower_s, "compile_s": compile_s, "compile_cpu_s": compile_cpu_s,
-          "compiler_options": dict(compiler_options or {}), "compiled_on": _host()}
+  return {**head, **analyse(compiled, devices, global_batch), "lower_s": lower_s,
+          "compile_s": compile_s, "compile_cpu_s": compile_cpu_s, **tail}
 
 
 def _host() -> str:
@@ -542,8 +543,9 @@ def scaling(generation: str, config, batch_per_chip: int, chips=(4, 16, 64, 256)
 
 def describe(r: dict[str, Any]) -> str:
   if "compile_error" in r:
-    return (f"{r['topology']} batch {r['batch_per_chip']}/chip: does not compile "
-            f"({r['compile_error'][:120]})")
+    return (f"{r.get('model', '?')} ({r.get('method', '?')}) on {r['topology']}, batch "
+            f"{r['batch_per_chip']}/chip, {r.get('dtype', '?')}: does not compile "
+            f"({r['compile_error'][:120]}) after {r['compile_s']:.0f} s here")
   gib = lambda b: f"{b / 2**30:.2f} GiB" if b is not None else "?"  # noqa: E731
   h = r["hbm_per_chip_bytes"]
   est = (f"est. step {r['est_step_s'] * 1e3:.2f} ms, {r['est_pairs_per_s']:.0f} pairs/s, "

@@ -90,6 +90,44 @@ def test_aot_compiles_the_trainers_step_for_4_chips(capsys, monkeypatch):
   assert c["all-reduce"]["count"] >= 1 and c["all-reduce"]["bytes"] >= 258 * 4 // 2
 
 
+@needs_libtpu  # fails in buffer assignment: seconds
+def test_aot_reports_a_step_that_does_not_fit_with_its_program(capsys):
+  """A batch past the chip's HBM is a report, not a traceback: it names the model, method and
+  dtype so a search's log says which program did not fit."""
+  r = bench.run(["--aot", "v5e:2x2", "--model", "test_aot_two_conv", "--size", str(SIZE),
+                 "--dtype", "bfloat16", "--batch_per_chip", str(2**20), "--json"])[0]
+  out = capsys.readouterr().out.strip().splitlines()
+  assert json.loads(out[-1])["compile_error"].startswith("RESOURCE_EXHAUSTED")
+  assert not r["fits_hbm"] and "hbm_per_chip_bytes" not in r
+  assert (r["model"], r["method"], r["dtype"], r["batch_per_chip"]) == (
+      "test_aot_two_conv", "supervised", "bfloat16", 2**20)
+  assert f"test_aot_two_conv (supervised) on v5e:2x2, batch {2**20}/chip, bfloat16: does not " \
+         "compile (RESOURCE_EXHAUSTED" in aot.describe(r)
+
+
+def test_a_compile_out_of_memory_is_a_report_and_other_errors_raise(monkeypatch, tmp_path):
+  """The same without libtpu: the host's CPU stands in for the slice and its compile fails as
+  libtpu's does when HBM runs out; the report (and its log line) names the program."""
+  monkeypatch.setattr(aot, "topology_devices", lambda topology: jax.devices()[:1])
+  error = RuntimeError("RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm.\nmore")
+
+  def compile(self, compiler_options=None):
+    raise error
+  monkeypatch.setattr(jax.stages.Lowered, "compile", compile)
+  log = str(tmp_path / "log.jsonl")
+  r = aot.compile_step("v5e:2x2", _config(), 3, log=log)
+  assert (r["model"], r["method"], r["stage"], r["dtype"], r["size"]) == (
+      "test_aot_two_conv", "supervised", "train", "bfloat16", SIZE)
+  assert (r["chips"], r["global_batch"], r["fits_hbm"]) == (1, 3, False)
+  assert r["compile_error"] == "RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm. more"
+  assert aot.describe(r).startswith("test_aot_two_conv (supervised) on v5e:2x2, batch 3/chip, "
+                                    "bfloat16: does not compile (RESOURCE_EXHAUSTED")
+  assert aot.read_log(log)[r["key"]]["model"] == "test_aot_two_conv"
+  error = RuntimeError("INTERNAL: the compiler crashed")
+  with pytest.raises(RuntimeError, match="INTERNAL"):
+    aot.compile_step("v5e:2x2", _config(), 4)
+
+
 def test_collectives_are_read_from_hlo_text():
   hlo = """
   %all-reduce.1 = f32[8,128]{1,0} all-reduce(f32[8,128]{1,0} %p), replica_groups={{0,1,2,3}}
