@@ -5,7 +5,7 @@
   python -m jaxcd.bench --aot v5e:2x2 --config configs/fc_siam_diff.py --max_batch --json
   python -m jaxcd.bench --aot v5p --aot_scaling --model fc_siam_diff --json   # 4 -> 256 chips
   python -m jaxcd.bench --aot v5p --aot_scaling --aot_chips 4,64,256 --max_batch \
-      --config configs/rcr_levir.py --size 256 --dtype bfloat16 --json
+      --config configs/rcr_levir.py --size 256 --dtype bfloat16 --json --aot_jobs 4
 
 `jax.experimental.topologies` gives compile-only devices of the topology; the method's own
 `train_step` (what `jaxcd.trainer` jits: same function, shardings and donation) is lowered with
@@ -25,8 +25,10 @@ import inspect
 import json
 import math
 import os
+import queue
 import re
 import tempfile
+import threading
 import time
 from typing import Any, Callable
 
@@ -38,6 +40,9 @@ from jaxcd.errors import ConfigError, one_line
 from jaxcd.trainer import check_config
 
 ESTIMATE = "XLA TPU cost model estimate (compiled, not run)"
+# Tracing is Python and touches the config; libtpu compiles on a thread of its own without the GIL,
+# so concurrent probes lower one at a time and compile together. The log is appended under it too.
+_LOCK = threading.Lock()
 
 # ~3.6x less compile CPU for FC-Siam-diff on v5p (libtpu 0.0.42.1), the same fusions, FLOPs and
 # collectives; but no memory-space assignment (no VMEM prefetches), so HBM and `optimal_seconds`
@@ -423,20 +428,60 @@ def compile_step(topology: str, config, batch_per_chip: int,
     return dict(earlier[key], from_log=log)
   r = dict(_compile(topology, config, batch_per_chip, compiler_options), key=key)
   if log:
-    with open(log, "a") as f:
+    with _LOCK, open(log, "a") as f:
       f.write(json.dumps(r) + "\n")
   return r
 
 
+def compile_steps(topology: str | list[str], config, batches: list[int],
+                  compiler_options: dict[str, Any] | None = None, log: str | None = None,
+                  jobs: int = 1, report: Callable[[dict], None] | None = None) -> list[dict]:
+  """`compile_step` for each batch (and topology, one per batch if a list), up to `jobs` compiles
+  at once: the TPU compile of one step uses one core, a search on a many-core host need not wait
+  for each probe in turn. Each report comes to `report` as its compile ends; the list keeps the
+  batches' order. With more than one job, `compile_cpu_s` is the whole process's CPU over the
+  compile (the compiles share it) and the wall times are those of compiles run side by side.
+  The compiles run on daemon threads, so Ctrl-C stops the search at once (the log keeps what
+  finished) instead of waiting for compiles of half an hour."""
+  topologies = topology if isinstance(topology, list) else [topology] * len(batches)
+  if jobs < 1:
+    raise ConfigError(f"--aot_jobs must be at least 1, got {jobs}")
+  out: list[dict] = [{}] * len(batches)
+  todo, running, ended = list(enumerate(zip(topologies, batches))), 0, queue.Queue()
+
+  def work(i: int, t: str, b: int) -> None:
+    try:
+      ended.put((i, compile_step(t, config, b, compiler_options, log), None))
+    except BaseException as e:  # noqa: BLE001  raised again in the caller's thread
+      ended.put((i, None, e))
+  while todo or running:
+    while todo and running < jobs:
+      i, (t, b) = todo.pop(0)
+      if jobs == 1:  # in this thread, as a single compile is
+        work(i, t, b)
+      else:
+        threading.Thread(target=work, args=(i, t, b), daemon=True).start()
+      running += 1
+    i, r, e = ended.get()
+    running -= 1
+    if e is not None:
+      raise e
+    out[i] = r
+    if report:
+      report(r)
+  return out
+
+
 def _compile(topology: str, config, batch_per_chip: int,
              compiler_options: dict[str, Any] | None) -> dict[str, Any]:
-  devices = topology_devices(topology)
-  mesh = parallel.make_mesh(devices)
-  global_batch = batch_per_chip * len(devices)
-  t0 = time.perf_counter()
-  ts = train_step(config, mesh, global_batch)
-  lowered = ts.step.lower(ts.state, ts.batch)
-  lower_s = time.perf_counter() - t0
+  with _LOCK:
+    devices = topology_devices(topology)
+    mesh = parallel.make_mesh(devices)
+    global_batch = batch_per_chip * len(devices)
+    t0 = time.perf_counter()
+    ts = train_step(config, mesh, global_batch)
+    lowered = ts.step.lower(ts.state, ts.batch)
+    lower_s = time.perf_counter() - t0
   size = ts.batch["image_a"].shape[1] if "image_a" in ts.batch else None
   head = {"kind": "aot", "topology": topology, "model": config.model.name, "method": ts.method,
           "stage": ts.stage, "dtype": config.dtype, "size": size, "chips": len(devices),
@@ -465,28 +510,34 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
               report: Callable[[dict], None] | None = None,
               known: dict[int, dict] | None = None,
               compiler_options: dict[str, Any] | None = None,
-              log: str | None = None) -> dict[str, Any]:
+              log: str | None = None, jobs: int = 1) -> dict[str, Any]:
   """The largest batch per chip whose compiled step fits the chip's HBM. Each probe compiles, so
   the probes follow the memory line through the two probes nearest the capacity (HBM grows about
   linearly with the batch: from `start` and 2 x `start`, usually two more probes settle it: the
   predicted batch fits and one more does not), falling back to doubling and bisection whenever
   the line misleads. `known`: reports already compiled for `topology` (batch per chip -> report),
-  each a point of the line from the start."""
+  each a point of the line from the start. `jobs`: probes compiled at once, each round the line's
+  batch, the one after it and points spread over the rest of the bracket in case the line errs."""
   probes: dict[int, dict] = {}
+  rounds: list[list[int]] = []
   lo, hi = 0, None  # the largest batch that fits; the smallest that does not
 
-  def probe(b: int) -> None:
+  def take(b: int, r: dict) -> None:
     nonlocal lo, hi
-    if known and b in known:
-      probes[b] = known[b]
-    else:
-      probes[b] = compile_step(topology, config, b, compiler_options, log)
-      if report:
-        report(probes[b])
-    if probes[b]["fits_hbm"]:
+    probes[b] = r
+    if r["fits_hbm"]:
       lo = max(lo, b)
     else:
       hi = b if hi is None else min(hi, b)
+
+  def run(picks: list[int]) -> None:
+    top = limit + 1 if hi is None else hi
+    picks = list(dict.fromkeys(b for b in picks if lo < b < top and b not in probes))[:jobs]
+    picks = picks or [(lo + top) // 2]
+    rounds.append(picks)
+    for b, r in zip(picks, compile_steps(topology, config, picks, compiler_options, log, jobs,
+                                         report)):
+      take(b, r)
 
   def predicted() -> int | None:
     points = [(b, r["hbm_per_chip_bytes"]["total"], r["hbm_per_chip_bytes"]["capacity"])
@@ -500,30 +551,41 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
 
   for b in sorted(known or {}):
     if b <= limit:
-      probe(b)
-  last, expect = min(start, limit), None  # the last probe, and what the line said of it
-  probe(last)
+      take(b, known[b])
+  last, expect = min(start, limit), None  # the last guess, and what the line said of it
+  if last not in probes:
+    run([min(k * last, limit) for k in range(1, jobs + 1)])
   while not (hi is not None and hi - lo <= 1) and not (hi is None and lo >= limit):
     top = limit + 1 if hi is None else hi
     line = predicted()  # the line: batches up to it fit
     if line is None or (expect is not None and probes[last]["fits_hbm"] != expect):
-      guess, expect = (lo + hi) // 2 if hi is not None else min(2 * lo, limit), None
+      if hi is None:  # doubling, then its multiples
+        guess, expect, rest = min(2 * lo, limit), None, [min(k * lo, limit)
+                                                         for k in range(3, jobs + 2)]
+      else:  # bisection, or with n jobs the bracket cut in n + 1
+        guess, expect, rest = (lo + hi) // 2, None, _spread(lo, hi, jobs)
     elif line <= lo:
-      guess, expect = lo + 1, False
+      guess, expect, rest = lo + 1, False, _spread(lo + 1, top, jobs - 1)
     else:
       guess, expect = min(line, top - 1), True
+      rest = [guess + 1] + _spread(lo, guess, jobs - 2)
     last = guess
-    probe(guess)
+    run([guess] + rest)
   out = dict(probes[lo or min(probes)])  # none fits: the smallest probe says by how much
   out.update(max_batch_per_chip=lo, max_batch_limit=limit, max_batch_probes=list(probes),
-             max_batch_at_limit=hi is None)
+             max_batch_rounds=rounds, max_batch_at_limit=hi is None)
   return out
+
+
+def _spread(a: int, z: int, n: int) -> list[int]:
+  """Up to n batches spread evenly strictly between a and z."""
+  return sorted({a + (z - a) * k // (n + 1) for k in range(1, n + 1)} - {a, z}) if n > 0 else []
 
 
 def scaling(generation: str, config, batch_per_chip: int, chips=(4, 16, 64, 256),
             report: Callable[[dict], None] | None = None,
             compiler_options: dict[str, Any] | None = None,
-            log: str | None = None) -> list[dict[str, Any]]:
+            log: str | None = None, jobs: int = 1) -> list[dict[str, Any]]:
   """Weak scaling: the same batch per chip compiled for each chip count of `generation`."""
   if generation not in SCALING:
     raise ConfigError(f"--aot {generation!r} with --aot_scaling: give a generation, one of "
@@ -531,14 +593,8 @@ def scaling(generation: str, config, batch_per_chip: int, chips=(4, 16, 64, 256)
   if not chips or any(n not in SCALING[generation] for n in chips):
     raise ConfigError(f"--aot_chips: each one of {', '.join(map(str, SCALING[generation]))}, "
                       f"got {','.join(map(str, chips))}")
-  out = []
-  for n in chips:
-    r = compile_step(SCALING[generation][n], config, batch_per_chip, compiler_options,
-                     log)
-    out.append(r)
-    if report:
-      report(r)
-  return out
+  return compile_steps([SCALING[generation][n] for n in chips], config,
+                       [batch_per_chip] * len(chips), compiler_options, log, jobs, report)
 
 
 def describe(r: dict[str, Any]) -> str:

@@ -862,6 +862,9 @@ def _parser() -> argparse.ArgumentParser:
                  help="--aot: append every compile's report to FILE (JSON lines) and read back "
                       "those of the same program instead of compiling them again: a --max_batch "
                       "search that was cut off resumes where it stopped")
+  p.add_argument("--aot_jobs", type=int, default=1, metavar="N",
+                 help="--aot: compiles at once (each takes one core and up to ~10 GB of host "
+                      "memory at large batches): --max_batch probes N batches a round")
   p.add_argument("--aot_chips", default="4,16,64,256",
                  help="--aot_scaling: the chip counts, comma-separated")
   p.add_argument("--out", default="", help="--suite: folder for its JSON and markdown")
@@ -933,19 +936,22 @@ def _aot(args) -> list[tuple[dict[str, Any], str]]:
   progress = lambda r: print(f"  compiled: {aot.describe(r)}", file=sys.stderr, flush=True)
   options = aot.FAST_COMPILE if args.aot_fast_compile else None
   log = args.aot_log or None
+  if args.aot_jobs < 1:
+    raise ConfigError(f"--aot_jobs must be at least 1, got {args.aot_jobs}")
   if log:
     aot.check_log(log)
   if args.aot_scaling:
     chips = _int_list(args.aot_chips, "--aot_chips")
-    rs = aot.scaling(args.aot, config, args.batch_per_chip, chips, progress, options, log)
+    rs = aot.scaling(args.aot, config, args.batch_per_chip, chips, progress, options, log,
+                     args.aot_jobs)
     if args.max_batch:  # the first topology's compile is the search's first probe
       rs.append(aot.max_batch(aot.SCALING[args.aot][chips[0]], config, args.batch_per_chip,
                               args.max_batch_limit, progress, {args.batch_per_chip: rs[0]},
-                              options, log))
+                              options, log, args.aot_jobs))
   elif args.max_batch:
     rs = [aot.max_batch(args.aot, config, start=args.batch_per_chip,
                         limit=args.max_batch_limit, report=progress, compiler_options=options,
-                        log=log)]
+                        log=log, jobs=args.aot_jobs)]
   else:
     rs = [aot.compile_step(args.aot, config, args.batch_per_chip, options, log)]
   return [(r, aot.describe(r)) for r in rs]

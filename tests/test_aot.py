@@ -1,6 +1,7 @@
 """`python -m jaxcd.bench --aot`: the trainer's step compiled by XLA's TPU compiler for a 4-chip
 topology on this CPU, on a two-layer network (a TPU compile of a real model takes minutes)."""
 import json
+import threading
 from typing import Any
 
 import jax
@@ -243,13 +244,25 @@ def test_max_batch_finds_the_largest_batch_that_fits(monkeypatch, name, hbm):
     return {"kind": "aot", "topology": topology, "batch_per_chip": b, "fits_hbm": hbm(b) <= cap,
             "hbm_per_chip_bytes": {"total": hbm(b), "capacity": cap}}
   monkeypatch.setattr(aot, "compile_step", compile_step)
-  r = aot.max_batch("v5p:2x2x1", None, start=8, limit=limit)
   want = max((b for b in range(1, limit + 1) if hbm(b) is not None and hbm(b) <= cap), default=0)
-  assert r["max_batch_per_chip"] == want and r["max_batch_probes"] == probes
-  assert r["max_batch_at_limit"] == (want == limit)
-  assert len(set(probes)) == len(probes) <= 16  # no probe compiled twice; bisection's order
-  if name == "linear":
-    assert probes == [8, 16, 243, 244]  # the line from 8 and 16 predicts 243; 244 confirms it
+  sequential = None
+  for jobs in (1, 2, 3):
+    probes.clear()
+    r = aot.max_batch("v5p:2x2x1", None, start=8, limit=limit, jobs=jobs)
+    assert r["max_batch_per_chip"] == want, jobs
+    assert r["max_batch_at_limit"] == (want == limit)
+    rounds = r["max_batch_rounds"]
+    assert len(set(probes)) == len(probes)  # no probe compiled twice
+    assert len(rounds) <= 16  # bisection's order
+    assert all(1 <= len(batches) <= jobs for batches in rounds)
+    assert sorted(b for batches in rounds for b in batches) == sorted(probes)
+    if jobs == 1:
+      assert r["max_batch_probes"] == probes
+      sequential = len(rounds)
+    else:
+      assert len(rounds) <= sequential, (jobs, rounds)  # probes at once save rounds, not add
+  if name == "linear":  # the line from 8 and 16 predicts 243; 244 confirms it
+    assert rounds[:2] == [[8, 16, 24], [243, 244, 133]] and len(rounds) == 2
 
 
 def test_aot_flags_reach_the_compiles(monkeypatch, capsys):
@@ -274,6 +287,35 @@ def test_aot_flags_reach_the_compiles(monkeypatch, capsys):
   assert all(c[2] == aot.FAST_COMPILE for c in calls)
   assert rs[-1]["max_batch_per_chip"] == 10 and len(rs) == 3
   assert "largest batch/chip 10" in capsys.readouterr().out
+
+
+def test_aot_jobs_compile_probes_side_by_side(tmp_path, monkeypatch, capsys):
+  """--aot_jobs 2: both probes of a round compile at once (each waits for the other at a barrier,
+  which compiles one after the other would never pass), every report reaches the log, and the
+  search settles in the rounds the line allows."""
+  meet = threading.Barrier(2, timeout=30)
+
+  def fake_compile(topology, config, b, compiler_options):
+    meet.wait()
+    total = 5000 + 390 * b
+    return {"kind": "aot", "topology": topology, "model": config.model.name, "method": "m",
+            "chips": 4, "device_kind": "TPU v5", "batch_per_chip": b, "dtype": config.dtype,
+            "fits_hbm": total <= 100_000, "flops_per_chip": 1e12, "est_step_s": None,
+            "hbm_per_chip_bytes": {"total": total, "capacity": 100_000, "temporaries": 0},
+            "collectives": {}, "compile_s": 1.0, "suspects": {}}
+  monkeypatch.setattr(aot, "_compile", fake_compile)
+  log = str(tmp_path / "probes.jsonl")
+  cmd = ["--aot", "v5p:2x2x1", "--model", "test_aot_two_conv", "--size", str(SIZE), "--dtype",
+         "bfloat16", "--max_batch", "--aot_log", log, "--aot_jobs", "2"]
+  r = bench.run(cmd)[0]
+  assert r["max_batch_per_chip"] == 243 and r["max_batch_rounds"] == [[8, 16], [243, 244]]
+  assert sorted(aot.read_log(log)[k]["batch_per_chip"] for k in aot.read_log(log)) == [
+      8, 16, 243, 244]
+  assert capsys.readouterr().err.count("compiled: ") == 4
+  scaled = aot.scaling("v5p", _config(), 8, chips=(4, 64), jobs=2)  # the same, over slices
+  assert [x["topology"] for x in scaled] == ["v5p:2x2x1", "v5p:4x4x4"]
+  with pytest.raises(ConfigError, match="--aot_jobs must be at least 1, got 0"):
+    bench.run(cmd[:-1] + ["0"])
 
 
 def test_aot_log_resumes_a_search_that_was_cut_off(tmp_path, monkeypatch, capsys):
