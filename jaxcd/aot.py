@@ -510,14 +510,36 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
               report: Callable[[dict], None] | None = None,
               known: dict[int, dict] | None = None,
               compiler_options: dict[str, Any] | None = None,
-              log: str | None = None, jobs: int = 1) -> dict[str, Any]:
+              log: str | None = None, jobs: int = 1, scout: bool = False) -> dict[str, Any]:
   """The largest batch per chip whose compiled step fits the chip's HBM. Each probe compiles, so
   the probes follow the memory line through the two probes nearest the capacity (HBM grows about
   linearly with the batch: from `start` and 2 x `start`, usually two more probes settle it: the
   predicted batch fits and one more does not), falling back to doubling and bisection whenever
   the line misleads. `known`: reports already compiled for `topology` (batch per chip -> report),
   each a point of the line from the start. `jobs`: probes compiled at once, each round the line's
-  batch, the one after it and points spread over the rest of the bracket in case the line errs."""
+  batch, the one after it and points spread over the rest of the bracket in case the line errs.
+  `scout`: search first with FAST_COMPILE, whose HBM is the training program's within a few
+  hundredths of a GiB but whose compile skips memory-space assignment, the part that grows with
+  the batch (minutes where the training program takes half an hour); then settle the answer with
+  the training program's compiles from the scouts' batch, their memory as the line's points."""
+  hints: dict[int, dict] = {}
+  scouted: dict[str, Any] = {}
+  if scout and not compiler_options:
+    fast, fast_rounds, fast_lo, _ = _search(topology, config, start, limit, report, None,
+                                             FAST_COMPILE, log, jobs, {})
+    hints = {b: r for b, r in fast.items() if "hbm_per_chip_bytes" in r}
+    start = fast_lo or start
+    scouted = dict(max_batch_scout=fast_lo, max_batch_scout_rounds=fast_rounds)
+  probes, rounds, lo, hi = _search(topology, config, start, limit, report, known,
+                                   compiler_options, log, jobs, hints)
+  out = dict(probes[lo or min(probes)])  # none fits: the smallest probe says by how much
+  out.update(max_batch_per_chip=lo, max_batch_limit=limit, max_batch_probes=list(probes),
+             max_batch_rounds=rounds, max_batch_at_limit=hi is None, **scouted)
+  return out
+
+
+def _search(topology, config, start, limit, report, known, compiler_options, log, jobs, hints):
+  """`max_batch`'s probes: (reports by batch, the rounds' batches, largest fit, smallest not)."""
   probes: dict[int, dict] = {}
   rounds: list[list[int]] = []
   lo, hi = 0, None  # the largest batch that fits; the smallest that does not
@@ -539,9 +561,17 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
                                          report)):
       take(b, r)
 
+  def total(r: dict) -> float:
+    return r["hbm_per_chip_bytes"]["total"]
+
   def predicted() -> int | None:
-    points = [(b, r["hbm_per_chip_bytes"]["total"], r["hbm_per_chip_bytes"]["capacity"])
-              for b, r in probes.items() if "hbm_per_chip_bytes" in r]
+    # The scouts' memory, moved by what the two programs differ by at the probe nearest the
+    # capacity that both compiled.
+    both = [b for b in probes if b in hints and "hbm_per_chip_bytes" in probes[b]]
+    b0 = min(both, key=lambda b: abs(total(probes[b]) - _capacity(probes[b])), default=None)
+    shift = 0 if b0 is None else total(probes[b0]) - total(hints[b0])
+    points = [(b, total(r) + (shift if b not in probes else 0), _capacity(r))
+              for b, r in {**hints, **probes}.items() if "hbm_per_chip_bytes" in r]
     if len(points) < 2 or not points[0][2]:
       return None
     (b1, t1, cap), (b2, t2, _) = sorted(points, key=lambda p: abs(p[2] - p[1]))[:2]
@@ -553,7 +583,11 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
     if b <= limit:
       take(b, known[b])
   last, expect = min(start, limit), None  # the last guess, and what the line said of it
-  if last not in probes:
+  if last not in probes and hints:  # the scouts' answer and its neighbour settle it if they hold
+    run([last, last + 1])
+    if len(rounds[-1]) == 1:
+      run([last + 1] if probes[last]["fits_hbm"] else [last - 1])
+  elif last not in probes:
     run([min(k * last, limit) for k in range(1, jobs + 1)])
   while not (hi is not None and hi - lo <= 1) and not (hi is None and lo >= limit):
     top = limit + 1 if hi is None else hi
@@ -571,10 +605,11 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
       rest = [guess + 1] + _spread(lo, guess, jobs - 2)
     last = guess
     run([guess] + rest)
-  out = dict(probes[lo or min(probes)])  # none fits: the smallest probe says by how much
-  out.update(max_batch_per_chip=lo, max_batch_limit=limit, max_batch_probes=list(probes),
-             max_batch_rounds=rounds, max_batch_at_limit=hi is None)
-  return out
+  return probes, rounds, lo, hi
+
+
+def _capacity(r: dict) -> float:
+  return r["hbm_per_chip_bytes"]["capacity"]
 
 
 def _spread(a: int, z: int, n: int) -> list[int]:

@@ -265,6 +265,49 @@ def test_max_batch_finds_the_largest_batch_that_fits(monkeypatch, name, hbm):
     assert rounds[:2] == [[8, 16, 24], [243, 244, 133]] and len(rounds) == 2
 
 
+@pytest.mark.parametrize("fast_off", [-300, 0, 300, 2500])
+@pytest.mark.parametrize("name, hbm", [
+    ("linear", lambda b: 5000 + 390 * b),
+    ("quadratic", lambda b: 5000 + 390 * b + 3 * b * b),
+    ("no compile past 99", lambda b: 5000 + 390 * b if b < 100 else None),
+    ("start too large", lambda b: 50000 + 9000 * b),
+])
+def test_max_batch_scouts_with_the_fast_program_and_answers_for_the_training_one(
+    monkeypatch, name, hbm, fast_off):
+  """--max_batch_scout: FAST_COMPILE's probes (memory a little off the training program's, or
+  several pairs off) find the bracket; the answer is the training program's, from few of its
+  compiles: where the fast program is near, two (the scouts' batch fits, the next does not)."""
+  cap, limit, calls = 100_000, 1024, []
+
+  def compile_step(topology, config, b, compiler_options=None, log=None):
+    fast = compiler_options == aot.FAST_COMPILE
+    calls.append((b, fast))
+    total = hbm(b) if hbm(b) is None or not fast else hbm(b) + fast_off
+    if total is None:
+      return {"kind": "aot", "topology": topology, "batch_per_chip": b, "fits_hbm": False,
+              "compile_error": "RESOURCE_EXHAUSTED"}
+    return {"kind": "aot", "topology": topology, "batch_per_chip": b, "fits_hbm": total <= cap,
+            "hbm_per_chip_bytes": {"total": total, "capacity": cap}}
+  monkeypatch.setattr(aot, "compile_step", compile_step)
+  want = max((b for b in range(1, limit + 1) if hbm(b) is not None and hbm(b) <= cap), default=0)
+  for jobs in (1, 2):
+    calls.clear()
+    r = aot.max_batch("v5p:2x2x1", None, start=8, limit=limit, jobs=jobs, scout=True)
+    slow = [b for b, fast in calls if not fast]
+    assert r["max_batch_per_chip"] == want and len(set(slow)) == len(slow)
+    assert r["max_batch_probes"] == slow and [b for b, f in calls if f][0] == 8
+    if name == "linear" and fast_off == 0:  # the fast program's answer is the same
+      assert slow == [243, 244] and r["max_batch_scout"] == 243
+      assert len(r["max_batch_rounds"]) == 3 - jobs
+    if abs(fast_off) < 390:  # a pair off at most: a third compile at most
+      assert len(slow) <= 3 if jobs == 1 else len(r["max_batch_rounds"]) <= 2, slow
+    assert len(slow) <= 10
+  calls.clear()
+  aot.max_batch("v5p:2x2x1", None, start=8, limit=limit, scout=True,
+                compiler_options=aot.FAST_COMPILE)  # already the fast program: one search
+  assert all(fast for _, fast in calls)
+
+
 def test_aot_flags_reach_the_compiles(monkeypatch, capsys):
   """--aot_fast_compile's options, --aot_chips' topologies and --max_batch's first probe (the
   scaling's own first compile, not compiled again) as `bench` hands them to `aot`."""
@@ -302,16 +345,20 @@ def test_aot_jobs_compile_probes_side_by_side(tmp_path, monkeypatch, capsys):
             "chips": 4, "device_kind": "TPU v5", "batch_per_chip": b, "dtype": config.dtype,
             "fits_hbm": total <= 100_000, "flops_per_chip": 1e12, "est_step_s": None,
             "hbm_per_chip_bytes": {"total": total, "capacity": 100_000, "temporaries": 0},
-            "collectives": {}, "compile_s": 1.0, "suspects": {}}
+            "collectives": {}, "compile_s": 1.0, "suspects": {},
+            "compiler_options": dict(compiler_options or {})}
   monkeypatch.setattr(aot, "_compile", fake_compile)
   log = str(tmp_path / "probes.jsonl")
   cmd = ["--aot", "v5p:2x2x1", "--model", "test_aot_two_conv", "--size", str(SIZE), "--dtype",
          "bfloat16", "--max_batch", "--aot_log", log, "--aot_jobs", "2"]
-  r = bench.run(cmd)[0]
-  assert r["max_batch_per_chip"] == 243 and r["max_batch_rounds"] == [[8, 16], [243, 244]]
-  assert sorted(aot.read_log(log)[k]["batch_per_chip"] for k in aot.read_log(log)) == [
-      8, 16, 243, 244]
-  assert capsys.readouterr().err.count("compiled: ") == 4
+  r = bench.run(cmd)[0]  # scouting first (the default): the fast program, then the training one
+  assert r["max_batch_per_chip"] == 243 and r["max_batch_scout"] == 243
+  assert r["max_batch_scout_rounds"] == [[8, 16], [243, 244]]
+  assert r["max_batch_rounds"] == [[243, 244]]
+  assert sorted((x["batch_per_chip"], bool(x["compiler_options"]))
+                for x in aot.read_log(log).values()) == [
+      (8, True), (16, True), (243, False), (243, True), (244, False), (244, True)]
+  assert capsys.readouterr().err.count("compiled: ") == 6
   scaled = aot.scaling("v5p", _config(), 8, chips=(4, 64), jobs=2)  # the same, over slices
   assert [x["topology"] for x in scaled] == ["v5p:2x2x1", "v5p:4x4x4"]
   with pytest.raises(ConfigError, match="--aot_jobs must be at least 1, got 0"):
@@ -337,7 +384,7 @@ def test_aot_log_resumes_a_search_that_was_cut_off(tmp_path, monkeypatch, capsys
   monkeypatch.setattr(aot, "_compile", fake_compile)
   log = str(tmp_path / "runs" / "probes.jsonl")  # its folder made
   cmd = ["--aot", "v5p:2x2x1", "--model", "test_aot_two_conv", "--size", str(SIZE),
-         "--dtype", "bfloat16", "--max_batch", "--aot_log", log]
+         "--dtype", "bfloat16", "--no-max_batch_scout", "--max_batch", "--aot_log", log]
   with pytest.raises(KeyboardInterrupt):
     bench.run(cmd)
   assert compiled == [8, 16, 243]
