@@ -518,10 +518,11 @@ def max_batch(topology: str, config, start: int = 8, limit: int = 4096,
   the line misleads. `known`: reports already compiled for `topology` (batch per chip -> report),
   each a point of the line from the start. `jobs`: probes compiled at once, each round the line's
   batch, the one after it and points spread over the rest of the bracket in case the line errs.
-  `scout`: search first with FAST_COMPILE, whose HBM is the training program's within a few
-  hundredths of a GiB but whose compile skips memory-space assignment, the part that grows with
-  the batch (minutes where the training program takes half an hour); then settle the answer with
-  the training program's compiles from the scouts' batch, their memory as the line's points."""
+  `scout`: search first with FAST_COMPILE, whose HBM is close to the training program's
+  (CDCluster's: 0.02-0.04 GiB less) but whose compile skips memory-space assignment, the part
+  that grows with the batch (a minute where the training program takes half an hour); then settle
+  the answer with the training program's compiles from the scouts' batch, their memory as the
+  line's points. The answer is the training program's either way."""
   hints: dict[int, dict] = {}
   scouted: dict[str, Any] = {}
   if scout and not compiler_options:
@@ -636,7 +637,7 @@ def describe(r: dict[str, Any]) -> str:
   if "compile_error" in r:
     return (f"{r.get('model', '?')} ({r.get('method', '?')}) on {r['topology']}, batch "
             f"{r['batch_per_chip']}/chip, {r.get('dtype', '?')}: does not compile "
-            f"({r['compile_error'][:120]}) after {r['compile_s']:.0f} s here")
+            f"({r['compile_error'][:120]}) after {r.get('compile_s', 0):.0f} s here")
   gib = lambda b: f"{b / 2**30:.2f} GiB" if b is not None else "?"  # noqa: E731
   h = r["hbm_per_chip_bytes"]
   est = (f"est. step {r['est_step_s'] * 1e3:.2f} ms, {r['est_pairs_per_s']:.0f} pairs/s, "

@@ -852,9 +852,9 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--max_batch_limit", type=int, default=1024,
                  help="--max_batch: the largest batch per chip tried")
   p.add_argument("--max_batch_scout", action=argparse.BooleanOptionalAction, default=True,
-                 help="--max_batch: search with --aot_fast_compile's program first (the same HBM "
-                      "within hundredths of a GiB, compiled in a fraction of the time at large "
-                      "batches), then settle the answer with the training program's compiles")
+                 help="--max_batch: search with --aot_fast_compile's program first (nearly the "
+                      "same HBM, compiled in a fraction of the time at large batches), then "
+                      "settle the answer with the training program's compiles")
   p.add_argument("--aot_scaling", action="store_true",
                  help="--aot GEN: weak scaling over --aot_chips (with --max_batch, then the "
                       "largest batch at the fewest chips)")
