@@ -223,6 +223,26 @@ def test_aot_flag_errors_are_one_line_config_errors(monkeypatch):
     bench.run(["--aot", "v5p", "--aot_scaling", "--aot_chips", "4,x", "--model", "fc_siam_diff"])
 
 
+def _probe(topology, b, total, cap):
+  """A search probe's report: `total` bytes of HBM of `cap`, or None where the compile fails."""
+  if total is None:
+    return {"kind": "aot", "topology": topology, "batch_per_chip": b, "fits_hbm": False,
+            "compile_error": "RESOURCE_EXHAUSTED"}
+  return {"kind": "aot", "topology": topology, "batch_per_chip": b, "fits_hbm": total <= cap,
+          "hbm_per_chip_bytes": {"total": total, "capacity": cap}}
+
+
+def _line_compile(topology, config, b, compiler_options):
+  """A whole report, as `aot._compile` gives it, on the memory line 5000 + 390 b of 100,000."""
+  total = 5000 + 390 * b
+  return {"kind": "aot", "topology": topology, "model": config.model.name, "method": "m",
+          "chips": 4, "device_kind": "TPU v5", "batch_per_chip": b, "dtype": config.dtype,
+          "fits_hbm": total <= 100_000, "flops_per_chip": 1e12, "est_step_s": None,
+          "hbm_per_chip_bytes": {"total": total, "capacity": 100_000, "temporaries": 0},
+          "collectives": {}, "compile_s": 1.0, "suspects": {},
+          "compiler_options": dict(compiler_options or {})}
+
+
 @pytest.mark.parametrize("name, hbm", [
     ("linear", lambda b: 5000 + 390 * b),
     ("quadratic", lambda b: 5000 + 390 * b + 3 * b * b),
@@ -238,11 +258,7 @@ def test_max_batch_finds_the_largest_batch_that_fits(monkeypatch, name, hbm):
 
   def compile_step(topology, config, b, compiler_options=None, log=None):
     probes.append(b)
-    if hbm(b) is None:
-      return {"kind": "aot", "topology": topology, "batch_per_chip": b, "fits_hbm": False,
-              "compile_error": "RESOURCE_EXHAUSTED"}
-    return {"kind": "aot", "topology": topology, "batch_per_chip": b, "fits_hbm": hbm(b) <= cap,
-            "hbm_per_chip_bytes": {"total": hbm(b), "capacity": cap}}
+    return _probe(topology, b, hbm(b), cap)
   monkeypatch.setattr(aot, "compile_step", compile_step)
   want = max((b for b in range(1, limit + 1) if hbm(b) is not None and hbm(b) <= cap), default=0)
   sequential = None
@@ -282,12 +298,7 @@ def test_max_batch_scouts_with_the_fast_program_and_answers_for_the_training_one
   def compile_step(topology, config, b, compiler_options=None, log=None):
     fast = compiler_options == aot.FAST_COMPILE
     calls.append((b, fast))
-    total = hbm(b) if hbm(b) is None or not fast else hbm(b) + fast_off
-    if total is None:
-      return {"kind": "aot", "topology": topology, "batch_per_chip": b, "fits_hbm": False,
-              "compile_error": "RESOURCE_EXHAUSTED"}
-    return {"kind": "aot", "topology": topology, "batch_per_chip": b, "fits_hbm": total <= cap,
-            "hbm_per_chip_bytes": {"total": total, "capacity": cap}}
+    return _probe(topology, b, hbm(b) if hbm(b) is None or not fast else hbm(b) + fast_off, cap)
   monkeypatch.setattr(aot, "compile_step", compile_step)
   want = max((b for b in range(1, limit + 1) if hbm(b) is not None and hbm(b) <= cap), default=0)
   for jobs in (1, 2):
@@ -340,13 +351,7 @@ def test_aot_jobs_compile_probes_side_by_side(tmp_path, monkeypatch, capsys):
 
   def fake_compile(topology, config, b, compiler_options):
     meet.wait()
-    total = 5000 + 390 * b
-    return {"kind": "aot", "topology": topology, "model": config.model.name, "method": "m",
-            "chips": 4, "device_kind": "TPU v5", "batch_per_chip": b, "dtype": config.dtype,
-            "fits_hbm": total <= 100_000, "flops_per_chip": 1e12, "est_step_s": None,
-            "hbm_per_chip_bytes": {"total": total, "capacity": 100_000, "temporaries": 0},
-            "collectives": {}, "compile_s": 1.0, "suspects": {},
-            "compiler_options": dict(compiler_options or {})}
+    return _line_compile(topology, config, b, compiler_options)
   monkeypatch.setattr(aot, "_compile", fake_compile)
   log = str(tmp_path / "probes.jsonl")
   cmd = ["--aot", "v5p:2x2x1", "--model", "test_aot_two_conv", "--size", str(SIZE), "--dtype",
@@ -375,12 +380,7 @@ def test_aot_log_resumes_a_search_that_was_cut_off(tmp_path, monkeypatch, capsys
     compiled.append(b)
     if b in cut_at:
       raise KeyboardInterrupt  # the search killed while this compile runs
-    total = 5000 + 390 * b
-    return {"kind": "aot", "topology": topology, "model": config.model.name, "method": "m",
-            "chips": 4, "device_kind": "TPU v5", "batch_per_chip": b, "dtype": config.dtype,
-            "fits_hbm": total <= 100_000, "flops_per_chip": 1e12, "est_step_s": None,
-            "hbm_per_chip_bytes": {"total": total, "capacity": 100_000, "temporaries": 0},
-            "collectives": {}, "compile_s": 1.0, "suspects": {}}
+    return _line_compile(topology, config, b, compiler_options)
   monkeypatch.setattr(aot, "_compile", fake_compile)
   log = str(tmp_path / "runs" / "probes.jsonl")  # its folder made
   cmd = ["--aot", "v5p:2x2x1", "--model", "test_aot_two_conv", "--size", str(SIZE),
