@@ -565,13 +565,16 @@ def _search(topology, config, start, limit, report, known, compiler_options, log
   def total(r: dict) -> float:
     return r["hbm_per_chip_bytes"]["total"]
 
+  def capacity(r: dict) -> float:
+    return r["hbm_per_chip_bytes"]["capacity"]
+
   def predicted() -> int | None:
     # The scouts' memory, moved by what the two programs differ by at the probe nearest the
     # capacity that both compiled.
     both = [b for b in probes if b in hints and "hbm_per_chip_bytes" in probes[b]]
-    b0 = min(both, key=lambda b: abs(total(probes[b]) - _capacity(probes[b])), default=None)
+    b0 = min(both, key=lambda b: abs(total(probes[b]) - capacity(probes[b])), default=None)
     shift = 0 if b0 is None else total(probes[b0]) - total(hints[b0])
-    points = [(b, total(r) + (shift if b not in probes else 0), _capacity(r))
+    points = [(b, total(r) + (shift if b not in probes else 0), capacity(r))
               for b, r in {**hints, **probes}.items() if "hbm_per_chip_bytes" in r]
     if len(points) < 2 or not points[0][2]:
       return None
@@ -607,10 +610,6 @@ def _search(topology, config, start, limit, report, known, compiler_options, log
     last = guess
     run([guess] + rest)
   return probes, rounds, lo, hi
-
-
-def _capacity(r: dict) -> float:
-  return r["hbm_per_chip_bytes"]["capacity"]
 
 
 def _spread(a: int, z: int, n: int) -> list[int]:
