@@ -1,10 +1,16 @@
-"""`python -m jaxcd.bench --suite gpu --quick`: the GPU suite's plumbing on this CPU, every part
-reduced (the fast tier itself is not re-run inside a test)."""
+"""`python -m jaxcd.bench --suite gpu --quick` and its offline launcher: the GPU suite's plumbing
+on this CPU, every part reduced (the fast tier itself is not re-run inside a test)."""
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
 from jaxcd import bench
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_fill_batch_doubles_while_the_temporaries_fit():
@@ -35,3 +41,33 @@ def test_quick_suite_writes_json_and_markdown(tmp_path, capsys):
   assert "| fc_siam_diff | float32 | 1 |" in md and "test pass: 4 pairs of 32x32" in md
   lines = capsys.readouterr().out.strip().splitlines()
   assert [json.loads(x)["kind"] for x in lines] == kinds  # --json: one line per row, as it goes
+
+
+@pytest.mark.slow
+def test_launcher_installs_carried_wheels_and_runs_the_suite(tmp_path):
+  """launch/gpu_suite.sh, as run on an offline GPU machine: the wheels in .whl/ go to a site
+  folder on PYTHONPATH, then the suite writes its files and prints its table."""
+  src = tmp_path / "src"
+  (src / "jaxcd_carried").mkdir(parents=True)
+  (src / "jaxcd_carried" / "__init__.py").write_text("WHERE = 'carried'\n")
+  (src / "pyproject.toml").write_text(
+      '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+      '[project]\nname = "jaxcd_carried"\nversion = "0.1"\n')
+  work = tmp_path / "work"
+  subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                  "-w", str(work / ".whl"), str(src)], check=True, capture_output=True)
+  env = dict(os.environ, PYTHON=sys.executable, TMPDIR=str(tmp_path), PYTHONPATH=str(ROOT))
+  out = tmp_path / "out"
+  p = subprocess.run([str(ROOT / "launch" / "gpu_suite.sh"), str(out), "--quick"], cwd=work,
+                     env=env, capture_output=True, text=True, timeout=900)
+  assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+  site = tmp_path / "jaxcd-site"
+  assert (site / "jaxcd_carried" / "__init__.py").exists()
+  check = subprocess.run([sys.executable, "-c", "import jaxcd_carried; print(jaxcd_carried.WHERE)"],
+                         env=dict(os.environ, PYTHONPATH=str(site)), capture_output=True, text=True)
+  assert check.stdout.strip() == "carried"
+  assert "jax " in (out / "devices.txt").read_text()
+  saved = json.loads((out / "suite.json").read_text())
+  assert saved["quick"] and [r["kind"] for r in saved["rows"]][:2] == ["model", "test_pass"]
+  assert not [r for r in saved["rows"][:-1] if "error" in r]
+  assert "| fc_siam_diff | float32 | 1 |" in p.stdout  # the table, printed last
