@@ -313,7 +313,8 @@ def plot(rows: list[dict], out: str, title: str = "") -> str:
   ax.set_xlabel("labeled share of the training split")
   ax.set_ylabel("test IoU of the change class (%)")
   ax.set_title(title or "Label-fraction experiment")
-  ax.legend(fontsize="small")
+  if ax.get_legend_handles_labels()[0]:  # rows without an IoU yet draw no lines
+    ax.legend(fontsize="small")
   fig.tight_layout()
   fig.savefig(png_path, dpi=120)
   plt.close(fig)
