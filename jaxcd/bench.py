@@ -598,7 +598,8 @@ DIR/suite.md):
              (`ModelInference.evaluate`, the trainer's own), from host memory, pairs/s;
   hopfield   Dsfer-Net's Hopfield retrieval kernel: cuDNN attention against XLA's and the einsum;
   pipeline   the host input pipeline with 0 and several grain worker processes;
-  tests      the fast test tier (`pytest -m "not slow"`) in a subprocess, its time and counts.
+  tests      the fast test tier (`pytest -m "not slow"`) on the device, in a subprocess (TIER_ENV):
+             its time, counts and failures.
 A part that fails records its one-line error and the suite goes on; parts past the time budget
 are recorded as skipped. With --quick: small sizes, few steps, no fast tier (a test runs it).
 """
@@ -699,18 +700,37 @@ def suite_test_pass(pairs: int, size: int, eval_batch: int, dtype: str = "bfloat
           "platform": d.platform, "device_kind": d.device_kind}
 
 
-def fast_tier(timeout_s: float, workers: int = 4) -> dict[str, Any]:
-  """`pytest -m "not slow"` in a subprocess: its wall time and its closing line."""
+# The fast tier on an accelerator: its workers share the one device beside the suite's own process
+# (which holds XLA's preallocation), so they allocate as they go; and the tests pin float32
+# numerics, which a GPU's default matmul precision (TF32) would not meet.
+TIER_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "JAX_DEFAULT_MATMUL_PRECISION": "highest"}
+
+
+def fast_tier(timeout_s: float, workers: int = 4, paths: Sequence[str] = ("tests",),
+              cwd: str | None = None) -> dict[str, Any]:
+  """`pytest -m "not slow"` in a subprocess: its wall time, its closing line and the tests that
+  failed; cut off at `timeout_s` (its whole process group), the outcomes it had printed by then."""
   t0 = time.perf_counter()
-  cmd = [sys.executable, "-m", "pytest", "-q", "-m", "not slow", "-n", str(workers), "tests"]
+  cmd = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-m", "not slow",
+         "-n", str(workers), *paths]
+  p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                       env={**os.environ, **TIER_ENV}, start_new_session=True)
   try:
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout_s, 1))
-    tail = (p.stdout.strip().splitlines() or [""])[-1]
-    rc = p.returncode
+    out, _ = p.communicate(timeout=max(timeout_s, 1))
+    lines = out.strip().splitlines()
+    summary, rc = (lines or [""])[-1], p.returncode
   except subprocess.TimeoutExpired:
-    tail, rc = f"timed out after {timeout_s:.0f} s", None
-  return {"kind": "tests", "command": " ".join(cmd[1:]), "returncode": rc, "summary": tail,
-          "seconds": time.perf_counter() - t0}
+    os.killpg(p.pid, 9)  # xdist's workers too
+    out, _ = p.communicate()
+    done = "".join(l for l in out.splitlines() if re.fullmatch(r"[.FEsxX]+( +\[ *\d+%\])?", l))
+    counts = {k: done.count(c) for k, c in (("passed", "."), ("failed", "F"), ("errors", "E"),
+                                             ("skipped", "s"))}
+    summary = (f"timed out after {timeout_s:.0f} s: "
+               + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + " by then")
+    rc = None
+  failed = [l for l in out.splitlines() if l.startswith(("FAILED ", "ERROR "))]
+  return {"kind": "tests", "command": " ".join(cmd[1:]), "env": TIER_ENV, "returncode": rc,
+          "summary": summary, "failed": failed[:30], "seconds": time.perf_counter() - t0}
 
 
 def run_suite(out: str, quick: bool = False, emit: bool = False) -> list[dict[str, Any]]:
@@ -793,6 +813,7 @@ def suite_markdown(head: dict[str, Any], rows: list[dict[str, Any]]) -> str:
       lines.append(f"- {_describe_pipeline(r)}")
     elif kind == "tests":
       lines.append(f"- fast tier: `{r['command']}`: {r['summary']} in {r['seconds']:.0f} s")
+      lines.extend(f"  - {f}" for f in r.get("failed", []))
   return "\n".join(lines) + "\n"
 
 

@@ -5,6 +5,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -19,6 +20,33 @@ def test_fill_batch_doubles_while_the_temporaries_fit():
   assert bench.fill_batch(probe, 10_000, 0.5, 8, 1024) == 32
   assert bench.fill_batch(probe, 10_000, 0.5, 8, 16) == 16  # capped
   assert bench.fill_batch(probe, None, 0.5, 8, 1024) == 8  # no memory figure: the probe
+
+
+def test_fast_tier_reports_failures_and_a_cut_off_run(tmp_path):
+  """The suite's fast-tier part on a folder of three tests: one passes only under the tier's
+  environment (shared device, float32 numerics), one fails; then the same cut off mid-run."""
+  (tmp_path / "test_tier.py").write_text(
+      "import os, time\n"
+      "def test_env():\n"
+      "  assert os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'\n"
+      "  assert os.environ['JAX_DEFAULT_MATMUL_PRECISION'] == 'highest'\n"
+      "def test_fails():\n"
+      "  assert 1 == 2\n"
+      "def test_skipped():\n"
+      "  import pytest; pytest.skip('no')\n")
+  r = bench.fast_tier(120, workers=0, paths=["test_tier.py"], cwd=str(tmp_path))
+  assert r["returncode"] == 1 and "1 failed, 1 passed, 1 skipped" in r["summary"], r
+  assert [f.split()[1] for f in r["failed"]] == ["test_tier.py::test_fails"]
+  md = bench.suite_markdown({"device_kind": "d", "platform": "p", "jax": "j", "quick": False,
+                             "seconds": 1.0}, [r])
+  assert "  - FAILED test_tier.py::test_fails" in md
+
+  (tmp_path / "test_slow.py").write_text("import time\ndef test_sleeps():\n  time.sleep(60)\n")
+  t0 = time.monotonic()
+  r = bench.fast_tier(10, workers=0, paths=["test_tier.py", "test_slow.py"], cwd=str(tmp_path))
+  assert time.monotonic() - t0 < 40  # the group was killed, not waited for
+  assert r["returncode"] is None
+  assert r["summary"].startswith("timed out after 10 s: 1 passed, 1 failed, 1 skipped"), r
 
 
 @pytest.mark.slow
