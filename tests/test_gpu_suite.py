@@ -22,6 +22,16 @@ def test_fill_batch_doubles_while_the_temporaries_fit():
   assert bench.fill_batch(probe, None, 0.5, 8, 1024) == 8  # no memory figure: the probe
 
 
+def test_an_attention_implementation_that_does_not_apply_leaves_the_others_timed():
+  """cuDNN is absent on a CPU (on a GPU it refuses, e.g., Dsfer-Net's one head of 512)."""
+  r = bench.bench_hopfield(batch=1, tokens=16, dim=32, dtype="bfloat16", impls=("cudnn", "xla"),
+                           steps=1, num_heads=2)
+  assert "error" in r["impls"]["cudnn"] and r["impls"]["xla"]["ms"] > 0
+  assert r["impls"]["xla"]["max_abs_diff_vs_f32_ref"] < 2e-2  # bf16 against the f32 einsum
+  line = bench._describe_kernel(r)
+  assert "heads=2" in line and "cudnn: " in line and "xla " in line
+
+
 def test_fast_tier_reports_failures_and_a_cut_off_run(tmp_path):
   """The suite's fast-tier part on a folder of three tests: one passes only under the tier's
   environment (shared device, float32 numerics), one fails; then the same cut off mid-run."""
@@ -53,10 +63,11 @@ def test_fast_tier_reports_failures_and_a_cut_off_run(tmp_path):
 def test_quick_suite_writes_json_and_markdown(tmp_path, capsys):
   rows = bench.run(["--suite", "gpu", "--quick", "--out", str(tmp_path), "--json"])
   kinds = [r["kind"] for r in rows]
-  assert kinds == ["model", "test_pass", "kernel", "pipeline", "pipeline", "tests"]
+  assert kinds == ["model", "test_pass", "kernel", "kernel", "pipeline", "pipeline", "tests"]
   for r in rows[:-1]:
     assert "error" not in r, r
-  model, tp, kernel, p0, p1, tests = rows
+  model, tp, kernel, kernel2, p0, p1, tests = rows
+  assert (kernel["num_heads"], kernel2["num_heads"]) == (1, 2)
   assert (model["model"], model["batch"], model["dtype"]) == ("fc_siam_diff", 1, "float32")
   assert model["train_pairs_per_s"] > 0 and model["train_temp_bytes"] > 0
   assert tp["pairs"] == 4 and tp["pairs_per_s"] > 0 and 0 <= tp["f1"] <= 1
