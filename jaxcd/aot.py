@@ -587,10 +587,12 @@ def _search(topology, config, start, limit, report, known, compiler_options, log
     if b <= limit:
       take(b, known[b])
   last, expect = min(start, limit), None  # the last guess, and what the line said of it
-  if last not in probes and hints:  # the scouts' answer and its neighbour settle it if they hold
-    run([last, last + 1])
-    if len(rounds[-1]) == 1:
-      run([last + 1] if probes[last]["fits_hbm"] else [last - 1])
+  if hints:  # the scouts' answer and its neighbour settle it if they hold (either may be known)
+    if last not in probes:
+      run([last, last + 1])
+    step = last + 1 if probes[last]["fits_hbm"] else last - 1
+    if step not in probes and lo < step < (limit + 1 if hi is None else hi):
+      run([step])
   elif last not in probes:
     run([min(k * last, limit) for k in range(1, jobs + 1)])
   while not (hi is not None and hi - lo <= 1) and not (hi is None and lo >= limit):

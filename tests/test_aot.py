@@ -319,6 +319,24 @@ def test_max_batch_scouts_with_the_fast_program_and_answers_for_the_training_one
   assert all(fast for _, fast in calls)
 
 
+def test_max_batch_confirms_the_scouts_answer_by_its_neighbour_when_the_answer_is_known(
+    monkeypatch):
+  """The training program's compile at the scouts' batch already at hand (a log, or `known`):
+  the next batch settles it, not the line, which the compiles failing outright past the answer
+  (no memory to draw it by: CDCluster's on v5e past 384) leave pointing far past it."""
+  cap, limit, calls = 100_000, 1024, []
+  hbm = lambda b: 5000 + 300 * b if b <= 200 else None  # noqa: E731
+
+  def compile_step(topology, config, b, compiler_options=None, log=None):
+    calls.append((b, compiler_options == aot.FAST_COMPILE))
+    return _probe(topology, b, hbm(b), cap)
+  monkeypatch.setattr(aot, "compile_step", compile_step)
+  known = {200: _probe("v5p:2x2x1", 200, hbm(200), cap)}
+  r = aot.max_batch("v5p:2x2x1", None, start=8, limit=limit, known=known, scout=True)
+  assert r["max_batch_scout"] == 200 and r["max_batch_per_chip"] == 200
+  assert [b for b, fast in calls if not fast] == [201]
+
+
 def test_aot_flags_reach_the_compiles(monkeypatch, capsys):
   """--aot_fast_compile's options, --aot_chips' topologies and --max_batch's first probe (the
   scaling's own first compile, not compiled again) as `bench` hands them to `aot`."""
