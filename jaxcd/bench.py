@@ -733,8 +733,8 @@ def fast_tier(timeout_s: float, workers: int = 4, paths: Sequence[str] = ("tests
     done = "".join(l for l in out.splitlines() if re.fullmatch(r"[.FEsxX]+( +\[ *\d+%\])?", l))
     counts = {k: done.count(c) for k, c in (("passed", "."), ("failed", "F"), ("errors", "E"),
                                              ("skipped", "s"))}
-    summary = (f"timed out after {timeout_s:.0f} s: "
-               + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + " by then")
+    finished = ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "no test finished"
+    summary = f"timed out after {timeout_s:.0f} s: {finished} by then"
     rc = None
   failed = [l for l in out.splitlines() if l.startswith(("FAILED ", "ERROR "))]
   return {"kind": "tests", "command": " ".join(cmd[1:]), "env": TIER_ENV, "returncode": rc,
