@@ -53,10 +53,10 @@ def test_fast_tier_reports_failures_and_a_cut_off_run(tmp_path):
 
   (tmp_path / "test_slow.py").write_text("import time\ndef test_sleeps():\n  time.sleep(60)\n")
   t0 = time.monotonic()
-  r = bench.fast_tier(10, workers=0, paths=["test_tier.py", "test_slow.py"], cwd=str(tmp_path))
-  assert time.monotonic() - t0 < 40  # the group was killed, not waited for
+  r = bench.fast_tier(6, workers=0, paths=["test_tier.py", "test_slow.py"], cwd=str(tmp_path))
+  assert time.monotonic() - t0 < 30  # the group was killed, not waited for
   assert r["returncode"] is None
-  assert r["summary"].startswith("timed out after 10 s: 1 passed, 1 failed, 1 skipped"), r
+  assert r["summary"].startswith("timed out after 6 s: 1 passed, 1 failed, 1 skipped"), r
 
 
 @pytest.mark.slow
