@@ -6,6 +6,7 @@ import pathlib
 import subprocess
 import sys
 import time
+import zipfile
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_fast_tier_reports_failures_and_a_cut_off_run(tmp_path):
   """The suite's fast-tier part on a folder of three tests: one passes only under the tier's
   environment (shared device, float32 numerics), one fails; then the same cut off mid-run."""
   (tmp_path / "test_tier.py").write_text(
-      "import os, time\n"
+      "import os\n"
       "def test_env():\n"
       "  assert os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'] == 'false'\n"
       "  assert os.environ['JAX_DEFAULT_MATMUL_PRECISION'] == 'highest'\n"
@@ -86,15 +87,18 @@ def test_quick_suite_writes_json_and_markdown(tmp_path, capsys):
 def test_launcher_installs_carried_wheels_and_runs_the_suite(tmp_path):
   """launch/gpu_suite.sh, as run on an offline GPU machine: the wheels in .whl/ go to a site
   folder on PYTHONPATH, then the suite writes its files and prints its table."""
-  src = tmp_path / "src"
-  (src / "jaxcd_carried").mkdir(parents=True)
-  (src / "jaxcd_carried" / "__init__.py").write_text("WHERE = 'carried'\n")
-  (src / "pyproject.toml").write_text(
-      '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-      '[project]\nname = "jaxcd_carried"\nversion = "0.1"\n')
   work = tmp_path / "work"
-  subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                  "-w", str(work / ".whl"), str(src)], check=True, capture_output=True)
+  (work / ".whl").mkdir(parents=True)
+  files = {"jaxcd_carried/__init__.py": "WHERE = 'carried'\n",
+           "jaxcd_carried-0.1.dist-info/METADATA":
+               "Metadata-Version: 2.1\nName: jaxcd_carried\nVersion: 0.1\n",
+           "jaxcd_carried-0.1.dist-info/WHEEL":
+               "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+  files["jaxcd_carried-0.1.dist-info/RECORD"] = "".join(f"{f},,\n" for f in files) + (
+      "jaxcd_carried-0.1.dist-info/RECORD,,\n")
+  with zipfile.ZipFile(work / ".whl" / "jaxcd_carried-0.1-py3-none-any.whl", "w") as z:
+    for name, text in files.items():
+      z.writestr(name, text)
   env = dict(os.environ, PYTHON=sys.executable, TMPDIR=str(tmp_path), PYTHONPATH=str(ROOT))
   out = tmp_path / "out"
   p = subprocess.run([str(ROOT / "launch" / "gpu_suite.sh"), str(out), "--quick"], cwd=work,
