@@ -553,10 +553,12 @@ def _search(topology, config, start, limit, report, known, compiler_options, log
     else:
       hi = b if hi is None else min(hi, b)
 
+  def bound() -> int:  # the smallest batch that does not fit, or one past the limit
+    return limit + 1 if hi is None else hi
+
   def run(picks: list[int]) -> None:
-    top = limit + 1 if hi is None else hi
-    picks = list(dict.fromkeys(b for b in picks if lo < b < top and b not in probes))[:jobs]
-    picks = picks or [(lo + top) // 2]
+    picks = list(dict.fromkeys(b for b in picks if lo < b < bound() and b not in probes))[:jobs]
+    picks = picks or [(lo + bound()) // 2]
     rounds.append(picks)
     for b, r in zip(picks, compile_steps(topology, config, picks, compiler_options, log, jobs,
                                          report)):
@@ -591,12 +593,11 @@ def _search(topology, config, start, limit, report, known, compiler_options, log
     if last not in probes:
       run([last, last + 1])
     step = last + 1 if probes[last]["fits_hbm"] else last - 1
-    if step not in probes and lo < step < (limit + 1 if hi is None else hi):
+    if step not in probes and lo < step < bound():
       run([step])
   elif last not in probes:
     run([min(k * last, limit) for k in range(1, jobs + 1)])
   while not (hi is not None and hi - lo <= 1) and not (hi is None and lo >= limit):
-    top = limit + 1 if hi is None else hi
     line = predicted()  # the line: batches up to it fit
     if line is None or (expect is not None and probes[last]["fits_hbm"] != expect):
       if hi is None:  # doubling, then its multiples
@@ -605,9 +606,9 @@ def _search(topology, config, start, limit, report, known, compiler_options, log
       else:  # bisection, or with n jobs the bracket cut in n + 1
         guess, expect, rest = (lo + hi) // 2, None, _spread(lo, hi, jobs)
     elif line <= lo:
-      guess, expect, rest = lo + 1, False, _spread(lo + 1, top, jobs - 1)
+      guess, expect, rest = lo + 1, False, _spread(lo + 1, bound(), jobs - 1)
     else:
-      guess, expect = min(line, top - 1), True
+      guess, expect = min(line, bound() - 1), True
       rest = [guess + 1] + _spread(lo, guess, jobs - 2)
     last = guess
     run([guess] + rest)
